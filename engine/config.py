@@ -1,0 +1,417 @@
+"""Configuration: frozen dataclasses and the named presets.
+
+Every size the engine uses (latent grids, tokens per latent frame, audio
+samples per video frame, audio tokens per latent frame, ...) is a property
+derived here from a handful of base fields; no other module writes these
+numbers as literals. The time base is DESIGN.md's contract: 25 fps video,
+16 kHz mono audio, a causal video autoencoder that downsamples space by 8 and
+time by 4 (the first frame alone), and a DiT patch of 1x2x2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from engine.exceptions import ConfigError
+
+ContextAttention = Literal["full", "block_causal"]
+
+
+@dataclass(frozen=True)
+class TimeBase:
+    """The clocks every stage keeps (DESIGN.md, "Time base")."""
+
+    fps: int = 25  # video frames per second
+    sample_rate: int = 16_000  # engine audio: mono float32 samples per second
+    vae_spatial_stride: int = 8  # pixels per latent cell along each image axis
+    vae_temporal_stride: int = 4  # video frames per latent frame (after the first, which stands alone)
+
+    def __post_init__(self) -> None:
+        if self.sample_rate % self.fps:
+            raise ConfigError(f"sample_rate {self.sample_rate} is not a whole number of samples per frame")
+
+    @property
+    def samples_per_frame(self) -> int:
+        """Audio samples per video frame (640 at 16 kHz / 25 fps)."""
+        return self.sample_rate // self.fps
+
+    @property
+    def frame_ms(self) -> float:
+        """Duration of one video frame in milliseconds."""
+        return 1000.0 / self.fps
+
+    @property
+    def latent_frame_ms(self) -> float:
+        """Duration of one latent frame (after the first) in milliseconds."""
+        return self.vae_temporal_stride * self.frame_ms
+
+    def latent_frames_for(self, video_frames: int) -> int:
+        """Latent frames of a clip of `1 + 4k` video frames (the first frame alone)."""
+        if video_frames < 1 or (video_frames - 1) % self.vae_temporal_stride:
+            raise ConfigError(
+                f"a clip must have 1 + {self.vae_temporal_stride}k frames, got {video_frames}"
+            )
+        return 1 + (video_frames - 1) // self.vae_temporal_stride
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A pixel size; both sides are multiples of the VAE stride times the DiT patch."""
+
+    width: int
+    height: int
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """One diffusion transformer (used for both LR-A2V and the PG-Refiner)."""
+
+    width: int  # hidden size of every token
+    depth: int  # number of transformer blocks
+    heads: int  # attention heads; head_dim = width // heads
+    mlp_ratio: float = 4.0  # MLP hidden size = mlp_ratio * width
+    patch: tuple[int, int, int] = (1, 2, 2)  # (t, h, w) latent cells per token
+    rope_theta: float = 10_000.0  # base of the rotary position embedding frequencies
+    norm_eps: float = 1e-6  # epsilon of every RMSNorm
+    context_attention: ContextAttention = "block_causal"  # how clean context tokens attend (see layers.py)
+
+    def __post_init__(self) -> None:
+        if self.width % self.heads:
+            raise ConfigError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.head_dim % 2:
+            raise ConfigError(f"head_dim {self.head_dim} must be even for rotary embeddings")
+        if min(self.rope_split) < 2:
+            raise ConfigError(f"head_dim {self.head_dim} is too small to split over (t, h, w) rotary axes")
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.width * self.mlp_ratio)
+
+    @property
+    def rope_split(self) -> tuple[int, int, int]:
+        """Channels of each head given to the (t, h, w) rotary axes; each even.
+
+        The spatial axes get a third each (rounded down to even), time the rest,
+        as in the 3D RoPE of video DiTs such as Wan.
+        """
+        spatial = 2 * (self.head_dim // 6)
+        return (self.head_dim - 2 * spatial, spatial, spatial)
+
+    @property
+    def patch_volume(self) -> int:
+        pt, ph, pw = self.patch
+        return pt * ph * pw
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """The small byte-level text encoder (text is optional everywhere)."""
+
+    dim: int  # hidden size of the text tokens
+    depth: int  # transformer blocks
+    heads: int  # attention heads
+    max_bytes: int  # longer UTF-8 prompts are cut to this many bytes
+
+    @property
+    def vocab_size(self) -> int:
+        """256 byte values plus the beginning-of-text token."""
+        return 256 + 1
+
+    @property
+    def bos_id(self) -> int:
+        return 256
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Audio features as the generators see them."""
+
+    feature_dim: int  # size of one audio feature vector (one per video frame, from the audio encoder)
+    left_context_frames: int  # video frames of past audio each latent frame also attends to
+    lookahead_frames: int  # video frames of future audio each latent frame attends to (adds latency)
+
+
+@dataclass(frozen=True)
+class PoseConfig:
+    """The pixel-level pose tensor P (DESIGN.md: 7 body channels + 1 background-landmark channel)."""
+
+    channels: int = 8  # channels of P
+    stride: int = 4  # HR pixels per pose pixel along each axis (1 = full HR resolution)
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Rolling segments: what one generation step produces and what it is conditioned on."""
+
+    new_latents: int = 2  # latent frames generated per segment (2 = 320 ms of video)
+    motion_latents: int = 1  # clean LR latent frames carried over from the previous segment
+    refiner_motion_latents: int = 0  # clean HR latent frames carried over for refiner continuity (0 = none)
+    prefix_latents: int = 1  # reference prefix latent frames (one encoded image)
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Flow matching: sampling schedule and guidance."""
+
+    lr_steps: int = 4  # Euler steps of LR-A2V at inference
+    refiner_steps: int = 1  # Euler steps of the refiner (1 once distilled)
+    lr_time_shift: float = 3.0  # schedule shift (> 1 spends more steps near noise)
+    refiner_time_shift: float = 1.0  # the refiner starts from a strong condition: no shift
+    train_time_mean: float = 0.0  # logit-normal mean of the training flow time
+    train_time_std: float = 1.0  # logit-normal std of the training flow time
+    # Per-condition CFG scales, applied in this order (reference, then audio, then text).
+    guidance_reference: float = 1.0
+    guidance_audio: float = 1.0
+    guidance_text: float = 1.0
+
+
+@dataclass(frozen=True)
+class DropoutConfig:
+    """Multimodal condition dropout in training (it is what makes CFG possible)."""
+
+    text: float = 0.1
+    audio: float = 0.1
+    reference: float = 0.2  # the reference prefix / first frame
+    pose: float = 0.2  # refiner only
+    lr: float = 0.2  # refiner only: the degraded LR latent
+
+
+@dataclass(frozen=True)
+class DegradationConfig:
+    """`z_deglr = LPF(z_lr) + a_deg * eps` (DESIGN.md); training samples the parameters."""
+
+    blur_sigma_max: float = 1.5  # training: Gaussian low-pass sigma (latent cells) ~ U(0, max)
+    noise_max: float = 0.3  # training: a_deg ~ U(0, max)
+    inference_blur_sigma: float = 0.75  # inference: fixed low-pass sigma
+    inference_noise: float = 0.1  # inference: fixed a_deg
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that fixes shapes and behaviour of one engine build."""
+
+    name: str
+    lr: Resolution  # low-res video generated by LR-A2V
+    hr: Resolution  # refined output video
+    latent_channels: int  # channels of the video autoencoder's latent
+    lr_a2v: DiTConfig
+    refiner: DiTConfig
+    text: TextConfig
+    audio: AudioConfig
+    time: TimeBase = field(default_factory=TimeBase)
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    dropout: DropoutConfig = field(default_factory=DropoutConfig)
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+
+    def __post_init__(self) -> None:
+        for label, dit in (("lr_a2v", self.lr_a2v), ("refiner", self.refiner)):
+            pt, ph, pw = dit.patch
+            if pt != 1:
+                raise ConfigError(f"{label}: temporal patch must be 1 (one token row per latent frame)")
+            for res_label, res in (("lr", self.lr), ("hr", self.hr)):
+                step_h = self.time.vae_spatial_stride * ph
+                step_w = self.time.vae_spatial_stride * pw
+                if res.height % step_h or res.width % step_w:
+                    raise ConfigError(
+                        f"{res_label} resolution {res} must be a multiple of {step_w}x{step_h} "
+                        f"(VAE stride x {label} patch)"
+                    )
+        token_stride = self.time.vae_spatial_stride * self.refiner.patch[1]
+        if token_stride % self.pose.stride:
+            raise ConfigError(f"pose stride {self.pose.stride} must divide the refiner token stride")
+
+    # ----- latent grids -------------------------------------------------------------------------
+    def latent_grid(self, res: Resolution) -> tuple[int, int]:
+        """(height, width) of the latent for a pixel resolution."""
+        s = self.time.vae_spatial_stride
+        return res.height // s, res.width // s
+
+    @property
+    def lr_latent_grid(self) -> tuple[int, int]:
+        return self.latent_grid(self.lr)
+
+    @property
+    def hr_latent_grid(self) -> tuple[int, int]:
+        return self.latent_grid(self.hr)
+
+    def token_grid(self, res: Resolution, dit: DiTConfig) -> tuple[int, int]:
+        """(height, width) of the token grid of one latent frame."""
+        h, w = self.latent_grid(res)
+        return h // dit.patch[1], w // dit.patch[2]
+
+    @property
+    def lr_tokens_per_latent(self) -> int:
+        h, w = self.token_grid(self.lr, self.lr_a2v)
+        return h * w
+
+    @property
+    def hr_tokens_per_latent(self) -> int:
+        h, w = self.token_grid(self.hr, self.refiner)
+        return h * w
+
+    # ----- audio --------------------------------------------------------------------------------
+    @property
+    def audio_tokens_per_latent(self) -> int:
+        """Audio feature vectors one latent frame attends to: its own frames plus both contexts."""
+        a = self.audio
+        return self.time.vae_temporal_stride + a.left_context_frames + a.lookahead_frames
+
+    @property
+    def samples_per_latent(self) -> int:
+        return self.time.samples_per_frame * self.time.vae_temporal_stride
+
+    # ----- segments -----------------------------------------------------------------------------
+    @property
+    def lr_segment_latents(self) -> int:
+        """Latent frames LR-A2V attends over in one segment: prefix + motion + new."""
+        s = self.segment
+        return s.prefix_latents + s.motion_latents + s.new_latents
+
+    @property
+    def hr_segment_latents(self) -> int:
+        s = self.segment
+        return s.prefix_latents + s.refiner_motion_latents + s.new_latents
+
+    @property
+    def lr_segment_tokens(self) -> int:
+        return self.lr_segment_latents * self.lr_tokens_per_latent
+
+    @property
+    def hr_segment_tokens(self) -> int:
+        return self.hr_segment_latents * self.hr_tokens_per_latent
+
+    @property
+    def segment_video_frames(self) -> int:
+        """Video frames a segment adds (each new latent frame = one temporal stride)."""
+        return self.segment.new_latents * self.time.vae_temporal_stride
+
+    @property
+    def pose_size(self) -> tuple[int, int]:
+        """(height, width) of one frame of the pose tensor."""
+        return self.hr.height // self.pose.stride, self.hr.width // self.pose.stride
+
+    # ----- serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """Rebuild a config from `to_dict()` output; unknown or missing fields are errors."""
+        return _from_dict(cls, data, path="config")
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def _from_dict(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected an object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ConfigError(f"{path}: unknown fields {sorted(unknown)}")
+    hints = _NESTED.get(cls, {})
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in hints:
+            kwargs[name] = _from_dict(hints[name], value, f"{path}.{name}")
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required field is missing
+        raise ConfigError(f"{path}: {err}") from err
+
+
+_NESTED: dict[type, dict[str, type]] = {
+    Config: {
+        "lr": Resolution,
+        "hr": Resolution,
+        "lr_a2v": DiTConfig,
+        "refiner": DiTConfig,
+        "text": TextConfig,
+        "audio": AudioConfig,
+        "time": TimeBase,
+        "pose": PoseConfig,
+        "segment": SegmentConfig,
+        "flow": FlowConfig,
+        "dropout": DropoutConfig,
+        "degradation": DegradationConfig,
+    }
+}
+
+
+# ----- presets ----------------------------------------------------------------------------------
+
+TINY = Config(
+    # Streams in real time on a 2-core CPU; the transport scales it to 1280x720.
+    name="tiny",
+    lr=Resolution(160, 96),
+    hr=Resolution(320, 176),
+    latent_channels=8,
+    lr_a2v=DiTConfig(width=128, depth=4, heads=4),
+    refiner=DiTConfig(width=128, depth=4, heads=4),
+    text=TextConfig(dim=64, depth=1, heads=2, max_bytes=64),
+    audio=AudioConfig(feature_dim=64, left_context_frames=2, lookahead_frames=2),
+    pose=PoseConfig(stride=4),
+    segment=SegmentConfig(new_latents=2, motion_latents=1, refiner_motion_latents=0),
+    flow=FlowConfig(lr_steps=2),
+)
+
+SMALL = Config(
+    # A one-GPU development size.
+    name="small",
+    lr=Resolution(320, 176),
+    hr=Resolution(640, 352),
+    latent_channels=16,
+    lr_a2v=DiTConfig(width=512, depth=12, heads=8),
+    refiner=DiTConfig(width=512, depth=12, heads=8),
+    text=TextConfig(dim=256, depth=2, heads=4, max_bytes=256),
+    audio=AudioConfig(feature_dim=256, left_context_frames=4, lookahead_frames=2),
+    pose=PoseConfig(stride=4),
+    segment=SegmentConfig(new_latents=2, motion_latents=3, refiner_motion_latents=1),
+)
+
+PAPER = Config(
+    # ~1.3B-parameter DiTs like the real-time video DiTs of the literature (Wan-1.3B shape);
+    # LR 640x352 -> 880 tokens per latent frame, HR 1280x720 -> 3600.
+    name="paper",
+    lr=Resolution(640, 352),
+    hr=Resolution(1280, 720),
+    latent_channels=16,
+    lr_a2v=DiTConfig(width=1536, depth=30, heads=12),
+    refiner=DiTConfig(width=1536, depth=30, heads=12),
+    text=TextConfig(dim=512, depth=4, heads=8, max_bytes=512),
+    audio=AudioConfig(feature_dim=768, left_context_frames=4, lookahead_frames=2),
+    pose=PoseConfig(stride=4),
+    # prefix 1 + motion 5 + new 2 = 8 LR latent frames = 7040 tokens of self-attention;
+    # prefix 1 + HR motion 1 + new 2 = 4 HR latent frames = 14400 tokens.
+    segment=SegmentConfig(new_latents=2, motion_latents=5, refiner_motion_latents=1),
+)
+
+PRESETS: dict[str, Config] = {c.name: c for c in (TINY, SMALL, PAPER)}
+
+
+def get_preset(name: str) -> Config:
+    """The named preset, or a ConfigError listing the known names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}") from None

@@ -1,0 +1,61 @@
+"""The rectified-flow path `z_t = (1 - t) * eps + t * z1` (t = 0 noise, t = 1 data) and its loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from engine.flow.schedule import time_shift
+
+
+def _per_frame(t: Tensor) -> Tensor:
+    """[B, F] -> [B, 1, F, 1, 1], to broadcast over [B, C, F, H, W] latents."""
+    return t[:, None, :, None, None]
+
+
+def noise_frames(z1: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+    """Points on the path for latents z1 [B, C, F, H, W] at per-frame times t [B, F].
+
+    Frames with t == 1 are clean context (reference prefix, motion frames): they
+    are returned bit-identical, not recomputed as `0 * eps + 1 * z1`.
+    """
+    tf = _per_frame(t).to(z1.dtype)
+    z_t = (1 - tf) * eps + tf * z1
+    return torch.where(_per_frame(t) >= 1, z1, z_t)
+
+
+def velocity_target(z1: Tensor, eps: Tensor) -> Tensor:
+    """The path's constant velocity `z1 - eps`."""
+    return z1 - eps
+
+
+def flow_matching_loss(pred: Tensor, target: Tensor, frame_weight: Tensor) -> Tensor:
+    """Weighted mean squared velocity error.
+
+    pred/target [B, C, F, H, W]; frame_weight [F] or [B, F] (w_i; 0 for prefix and
+    motion frames). Each frame's error is averaged over (C, H, W), then averaged
+    over frames with these weights, so a weight-0 frame cannot change the loss.
+    """
+    per_frame = (pred.float() - target.float()).pow(2).mean(dim=(1, 3, 4))  # [B, F]
+    w = frame_weight.to(per_frame).expand_as(per_frame)
+    # Select rather than multiply: a weight-0 frame must not leak in even if its error is inf/nan.
+    weighted = torch.where(w > 0, per_frame * w, torch.zeros_like(per_frame))
+    return weighted.sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
+
+
+def sample_training_time(
+    batch: int,
+    *,
+    mean: float = 0.0,
+    std: float = 1.0,
+    shift: float = 1.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Flow times [B] for training: logit-normal, then the sampler's time shift.
+
+    Shifting the training distribution like the sampling schedule puts the
+    training signal where the sampler spends its steps.
+    """
+    u = torch.randn(batch, generator=generator, device=device) * std + mean
+    return time_shift(torch.sigmoid(u), shift)

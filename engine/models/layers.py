@@ -1,0 +1,255 @@
+"""Layers shared by the generators and the text encoder.
+
+RMSNorm, adaLN modulation from the flow time, 3D rotary position embedding over
+(t, h, w), MLP, and self-/cross-attention. Every attention goes through the one
+`attention(q, k, v, ...)` function below; the kernels issue plugs its Triton
+path in behind that call, so the mask is described by a few integers (token
+groups, key lengths) rather than a dense L x L tensor.
+
+Token order everywhere is frame-major: a sequence of F latent frames with an
+h x w token grid each has L = F * h * w tokens, frame f owning tokens
+[f*h*w, (f+1)*h*w). Per-frame conditioning (flow time, audio) relies on it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# ----- attention ---------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _block_causal_mask(groups: tuple[int, ...], device: torch.device) -> Tensor:
+    group_of_token = torch.repeat_interleave(
+        torch.arange(len(groups), device=device), torch.tensor(groups, device=device)
+    )
+    return group_of_token[None, :] <= group_of_token[:, None]  # [L, L], True = may attend
+
+
+def block_causal_mask(groups: Sequence[int], device: torch.device | str = "cpu") -> Tensor:
+    """Dense boolean mask [L, L] for token groups that attend to themselves and earlier groups.
+
+    With groups (prefix, motion, new) the clean prefix sees only itself, the
+    motion frames see prefix and motion, and the noisy new frames see
+    everything. The context therefore never depends on the noisy tokens, which
+    makes its keys/values reusable across flow steps and segments.
+    """
+    return _block_causal_mask(tuple(int(g) for g in groups), torch.device(device))
+
+
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    groups: Sequence[int] | None = None,
+    kv_lens: Tensor | None = None,
+) -> Tensor:
+    """Scaled dot-product attention, q [B, H, Lq, D], k/v [B, H, Lk, D] -> [B, H, Lq, D].
+
+    groups: token counts of consecutive groups for a block-causal mask (self-attention,
+        Lq == Lk == sum(groups)); None = full attention.
+    kv_lens: [B] number of valid keys per batch row (padding after them is ignored).
+    """
+    assert q.shape[-1] == k.shape[-1] == v.shape[-1], "q, k, v head dims differ"
+    mask: Tensor | None = None
+    if groups is not None and len(groups) > 1:
+        assert sum(groups) == q.shape[2] == k.shape[2], "groups must cover the self-attention sequence"
+        mask = block_causal_mask(groups, q.device)
+    if kv_lens is not None:
+        valid = torch.arange(k.shape[2], device=k.device)[None, :] < kv_lens[:, None]  # [B, Lk]
+        valid = valid[:, None, None, :]
+        mask = valid if mask is None else mask & valid
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+# ----- normalisation and modulation ----------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm over the last dimension, with an optional learned gain."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, affine: bool = True) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.weight is not None:
+            x = x * self.weight.float()
+        return x.to(dtype)
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN: `x * (1 + scale) + shift` with one (shift, scale) per latent frame.
+
+    x [B, L, W] with L = F * N tokens; shift/scale [B, F, W].
+    """
+    B, L, W = x.shape
+    frames = shift.shape[1]
+    x = x.view(B, frames, L // frames, W)
+    return (x * (1 + scale[:, :, None]) + shift[:, :, None]).view(B, L, W)
+
+
+def gate(x: Tensor, g: Tensor) -> Tensor:
+    """Per-frame gate of a residual branch: x [B, L, W], g [B, F, W]."""
+    B, L, W = x.shape
+    frames = g.shape[1]
+    return (x.view(B, frames, L // frames, W) * g[:, :, None]).view(B, L, W)
+
+
+class TimestepEmbedder(nn.Module):
+    """Flow time t in [0, 1] -> sinusoidal features -> MLP -> [.., width]."""
+
+    def __init__(self, width: int, freq_dim: int = 256, max_period: float = 10_000.0) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.max_period = max_period
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
+
+    def forward(self, t: Tensor) -> Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(
+            -math.log(self.max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half
+        )
+        # Scale [0, 1] to [0, 1000] so the sinusoids resolve small differences in t.
+        angles = (t.float() * 1000.0)[..., None] * freqs
+        emb = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))
+
+
+# ----- rotary position embedding -------------------------------------------------------------------
+
+
+def rope_3d(
+    grid: tuple[int, int, int],
+    split: tuple[int, int, int],
+    theta: float,
+    device: torch.device | str = "cpu",
+) -> tuple[Tensor, Tensor]:
+    """cos/sin tables [L, D/2] for a (frames, height, width) token grid in frame-major order.
+
+    `split` gives the head channels of each axis (each even); the pair index
+    runs over t's pairs, then h's, then w's.
+    """
+    angles = []
+    for size, dim, axis in zip(grid, split, range(3), strict=True):
+        freqs = theta ** (-torch.arange(0, dim, 2, device=device, dtype=torch.float64) / dim)
+        pos = torch.arange(size, device=device, dtype=torch.float64)
+        axis_angles = pos[:, None] * freqs[None, :]  # [size, dim/2]
+        shape = [1, 1, 1, dim // 2]
+        shape[axis] = size
+        angles.append(axis_angles.view(shape).expand(*grid, dim // 2))
+    table = torch.cat(angles, dim=-1).reshape(-1, sum(split) // 2)
+    return table.cos().float(), table.sin().float()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate consecutive channel pairs of x [B, H, L, D] by the angles of cos/sin [L, D/2]."""
+    dtype = x.dtype
+    pairs = x.float().unflatten(-1, (-1, 2))
+    x0, x1 = pairs.unbind(-1)
+    rotated = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    return rotated.flatten(-2).to(dtype)
+
+
+# ----- blocks --------------------------------------------------------------------------------------
+
+
+class MLP(nn.Module):
+    """Two linear layers with a tanh-GELU between them."""
+
+    def __init__(self, dim: int, hidden: int, out_dim: int | None = None) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, out_dim or dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+def _heads(x: Tensor, heads: int) -> Tensor:
+    """[B, L, H*D] -> [B, H, L, D]."""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def _merge(x: Tensor) -> Tensor:
+    """[B, H, L, D] -> [B, L, H*D]."""
+    return x.transpose(1, 2).flatten(2)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with per-head RMS q/k norm and optional 3D RoPE."""
+
+    def __init__(self, dim: int, heads: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm = RMSNorm(dim // heads, eps)
+        self.k_norm = RMSNorm(dim // heads, eps)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(
+        self,
+        x: Tensor,
+        rope: tuple[Tensor, Tensor] | None = None,
+        *,
+        groups: Sequence[int] | None = None,
+        kv_lens: Tensor | None = None,
+    ) -> Tensor:
+        q, k, v = (_heads(p, self.heads) for p in self.qkv(x).chunk(3, dim=-1))  # [B, H, L, D] each
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return self.out(_merge(attention(q, k, v, groups=groups, kv_lens=kv_lens)))
+
+
+class CrossAttention(nn.Module):
+    """Queries from the video tokens, keys/values from a condition sequence.
+
+    The output projection starts at zero so that adding a condition branch to a
+    block (or a fresh block) leaves its residual path unchanged.
+    """
+
+    def __init__(self, dim: int, heads: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.q_norm = RMSNorm(dim // heads, eps)
+        self.k_norm = RMSNorm(dim // heads, eps)
+        self.out = nn.Linear(dim, dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: Tensor, context: Tensor, kv_lens: Tensor | None = None) -> Tensor:
+        """x [B, Lq, W], context [B, Lk, W] -> [B, Lq, W]."""
+        q = self.q_norm(_heads(self.q(x), self.heads))
+        k, v = (_heads(p, self.heads) for p in self.kv(context).chunk(2, dim=-1))
+        k = self.k_norm(k)
+        return self.out(_merge(attention(q, k, v, kv_lens=kv_lens)))
+
+
+class FrameCrossAttention(CrossAttention):
+    """Cross-attention where each latent frame attends only to its own condition window.
+
+    Used for audio: the tokens of latent frame f attend to the audio features
+    of f's video frames plus left context and lookahead, which ties lip motion
+    to the sound at the same time instead of to the whole clip.
+    """
+
+    def forward(self, x: Tensor, context: Tensor, kv_lens: Tensor | None = None) -> Tensor:
+        """x [B, Fc, N, W] tokens of the conditioned frames, context [B, Fc, A, W] -> [B, Fc, N, W]."""
+        assert kv_lens is None, "frame windows are dense"
+        B, frames, tokens, W = x.shape
+        out = super().forward(x.reshape(B * frames, tokens, W), context.reshape(B * frames, -1, W))
+        return out.view(B, frames, tokens, W)

@@ -1,0 +1,1 @@
+"""Training: condition dropout, the per-model training steps (and later trainers, distillation, ReFL)."""

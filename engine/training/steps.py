@@ -1,0 +1,131 @@
+"""One training step's loss for each generator: noised inputs, masks, dropout and loss.
+
+Both follow the streaming layout: the sequence is `[prefix | motion | new]`,
+the whole window is put on the flow path with per-frame time (1 for the clean
+prefix and motion frames, so they come out bit-identical), and the loss weights
+the prefix and motion frames by 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from engine.config import FlowConfig
+from engine.flow import flow_matching_loss, noise_frames, sample_training_time, velocity_target
+from engine.models.conditions import SegmentConditions
+from engine.models.degradation import degrade_latent, sample_degradation
+from engine.models.lr_a2v import LRA2V, LRConditions
+from engine.models.refiner import PGRefiner, RefinerConditions
+from engine.models.text import TextTokens
+from engine.training.conditioning import lr_a2v_rates, refiner_rates, sample_keep
+
+
+@dataclass(frozen=True)
+class LRA2VBatch:
+    """Clean training data for LR-A2V (latents from the video autoencoder)."""
+
+    prefix: Tensor  # [B, C, 1, h, w] reference latent
+    motion: Tensor  # [B, C, M, h, w] latents before the segment
+    target: Tensor  # [B, C, N, h, w] latents of the segment to generate
+    audio: Tensor  # [B, M + N, A, D] audio windows of motion and new frames
+    text: TextTokens
+
+
+@dataclass(frozen=True)
+class RefinerBatch:
+    """Clean training data for the PG-Refiner."""
+
+    prefix: Tensor  # [B, C, 1, H, W] reference latent at HR
+    motion: Tensor  # [B, C, M, H, W] HR latents before the chunk
+    target: Tensor  # [B, C, N, H, W] HR latents to generate
+    lr: Tensor  # [B, C, N, h, w] LR latents of the same frames (degraded here)
+    pose: Tensor  # [B, 8, s*N, Hp, Wp] pose tensor of the chunk's video frames
+    text: TextTokens
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: Tensor  # scalar
+    t: Tensor  # [B] flow time of the new frames
+    noised: Tensor  # [B, C, P+M+N, H, W] the whole window on the flow path
+    keep: Mapping[str, Tensor]  # per-condition keep masks [B] after dropout
+
+
+def _flow_step(
+    model: LRA2V | PGRefiner,
+    cond: SegmentConditions,
+    target: Tensor,
+    keep: Mapping[str, Tensor],
+    shift: float,
+    flow: FlowConfig,
+    generator: torch.Generator | None,
+    noise: Tensor | None,
+    t: Tensor | None,
+) -> StepResult:
+    layout = cond.layout(target.shape[2])
+    z1 = torch.cat([cond.prefix, cond.motion, target], dim=2)  # [B, C, P+M+N, H, W]
+    if noise is None:
+        noise = torch.randn(target.shape, generator=generator, device=target.device, dtype=target.dtype)
+    # Noise for the context frames is drawn too but never used: their flow time is 1.
+    eps = torch.cat([torch.zeros_like(z1[:, :, : layout.context]), noise], dim=2)
+    if t is None:
+        t = sample_training_time(
+            target.shape[0],
+            mean=flow.train_time_mean,
+            std=flow.train_time_std,
+            shift=shift,
+            generator=generator,
+            device=target.device,
+        )
+    z_t = noise_frames(z1, eps, layout.frame_times(t))
+    pred = model(z_t[:, :, layout.context :], t, cond, all_frames=True)  # [B, C, P+M+N, H, W]
+    loss = flow_matching_loss(pred, velocity_target(z1, eps), layout.loss_weights(target.device))
+    return StepResult(loss=loss, t=t, noised=z_t, keep=keep)
+
+
+def lr_a2v_step(
+    model: LRA2V,
+    batch: LRA2VBatch,
+    *,
+    generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
+    t: Tensor | None = None,
+) -> StepResult:
+    """Flow-matching loss of LR-A2V on one batch, with multimodal dropout (text/audio/reference).
+
+    noise [B, C, N, h, w] and t [B] may be fixed (tests, overfitting); by default they are drawn.
+    """
+    cfg = model.config
+    keep = sample_keep(batch.target.shape[0], lr_a2v_rates(cfg.dropout), generator, batch.target.device)
+    cond = LRConditions(prefix=batch.prefix, motion=batch.motion, audio=batch.audio, text=batch.text)
+    cond = cond.drop(keep)
+    return _flow_step(model, cond, batch.target, keep, cfg.flow.lr_time_shift, cfg.flow, generator, noise, t)
+
+
+def refiner_step(
+    model: PGRefiner,
+    batch: RefinerBatch,
+    *,
+    generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
+    t: Tensor | None = None,
+) -> StepResult:
+    """Flow-matching loss of the PG-Refiner on one batch.
+
+    The LR latent is degraded with per-sample strengths (LPF + noise), then
+    reference, pose, LR and text are dropped with their rates.
+    """
+    cfg = model.config
+    B = batch.target.shape[0]
+    sigma, noise_level = sample_degradation(B, cfg.degradation, generator, str(batch.target.device))
+    degraded = degrade_latent(batch.lr, sigma, noise_level, generator)
+    keep = sample_keep(B, refiner_rates(cfg.dropout), generator, batch.target.device)
+    cond = RefinerConditions(
+        prefix=batch.prefix, motion=batch.motion, lr=degraded, pose=batch.pose, text=batch.text
+    ).drop(keep)
+    shift = cfg.flow.refiner_time_shift
+    return _flow_step(model, cond, batch.target, keep, shift, cfg.flow, generator, noise, t)

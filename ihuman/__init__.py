@@ -1,0 +1,1 @@
+"""The `ihuman` command line: the top layer, which may import engine, transport and bench."""

@@ -1,0 +1,3 @@
+from ihuman.cli import main
+
+raise SystemExit(main())

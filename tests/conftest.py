@@ -1,0 +1,23 @@
+"""Test setup: CPU by default; Triton kernels (later issues) run in the interpreter on CPU."""
+
+import os
+
+# Must be set before any @triton.jit decorator runs (see shared/notes/triton-torch-cpu.md).
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)

@@ -1,0 +1,64 @@
+"""Random inputs of the right shapes for a config, and 'as if trained' weights."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from engine.config import Config
+from engine.models.lr_a2v import LRConditions
+from engine.models.refiner import RefinerConditions
+from engine.models.text import tokenize
+from engine.training.steps import LRA2VBatch, RefinerBatch
+
+
+def randomize_(model: nn.Module, std: float = 0.05, seed: int = 0) -> nn.Module:
+    """Give every parameter random values, as a trained model would have.
+
+    A fresh model is the identity on its residual paths (adaLN-zero, zero
+    condition projections), so it ignores its conditions by construction;
+    tests about what conditions do need weights that are not zero.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+def lr_batch(config: Config, batch: int = 2, motion: int | None = None, new: int | None = None) -> LRA2VBatch:
+    C, (h, w) = config.latent_channels, config.lr_latent_grid
+    M = config.segment.motion_latents if motion is None else motion
+    N = config.segment.new_latents if new is None else new
+    audio = torch.randn(batch, M + N, config.audio_tokens_per_latent, config.audio.feature_dim)
+    texts = ["a person talking", None][:batch] + ["hello"] * max(0, batch - 2)
+    return LRA2VBatch(
+        prefix=torch.randn(batch, C, config.segment.prefix_latents, h, w),
+        motion=torch.randn(batch, C, M, h, w),
+        target=torch.randn(batch, C, N, h, w),
+        audio=audio,
+        text=tokenize(texts, config.text),
+    )
+
+
+def lr_conditions(b: LRA2VBatch) -> LRConditions:
+    return LRConditions(prefix=b.prefix, motion=b.motion, audio=b.audio, text=b.text)
+
+
+def refiner_batch(config: Config, batch: int = 2, motion: int | None = None) -> RefinerBatch:
+    C, (H, W), (h, w) = config.latent_channels, config.hr_latent_grid, config.lr_latent_grid
+    M = config.segment.refiner_motion_latents if motion is None else motion
+    N = config.segment.new_latents
+    pose_frames = N * config.time.vae_temporal_stride
+    return RefinerBatch(
+        prefix=torch.randn(batch, C, config.segment.prefix_latents, H, W),
+        motion=torch.randn(batch, C, M, H, W),
+        target=torch.randn(batch, C, N, H, W),
+        lr=torch.randn(batch, C, N, h, w),
+        pose=torch.rand(batch, config.pose.channels, pose_frames, *config.pose_size),
+        text=tokenize(["a person talking", None][:batch], config.text),
+    )
+
+
+def refiner_conditions(b: RefinerBatch) -> RefinerConditions:
+    return RefinerConditions(prefix=b.prefix, motion=b.motion, lr=b.lr, pose=b.pose, text=b.text)
