@@ -1,0 +1,1 @@
+"""InfinityHuman Live engine: everything that turns audio into frames; no network."""

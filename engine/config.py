@@ -51,9 +51,7 @@ class TimeBase:
     def latent_frames_for(self, video_frames: int) -> int:
         """Latent frames of a clip of `1 + 4k` video frames (the first frame alone)."""
         if video_frames < 1 or (video_frames - 1) % self.vae_temporal_stride:
-            raise ConfigError(
-                f"a clip must have 1 + {self.vae_temporal_stride}k frames, got {video_frames}"
-            )
+            raise ConfigError(f"a clip must have 1 + {self.vae_temporal_stride}k frames, got {video_frames}")
         return 1 + (video_frames - 1) // self.vae_temporal_stride
 
 
@@ -166,7 +164,7 @@ class FlowConfig:
     lr_steps: int = 4  # Euler steps of LR-A2V at inference
     refiner_steps: int = 1  # Euler steps of the refiner (1 once distilled)
     lr_time_shift: float = 3.0  # schedule shift (> 1 spends more steps near noise)
-    refiner_time_shift: float = 1.0  # the refiner starts from a strong condition: no shift
+    refiner_time_shift: float = 3.0  # its one-step path starts at t = 0: train where it samples
     train_time_mean: float = 0.0  # logit-normal mean of the training flow time
     train_time_std: float = 1.0  # logit-normal std of the training flow time
     # Per-condition CFG scales, applied in this order (reference, then audio, then text).

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import TypeVar
+
 import torch
 from torch import nn
 
@@ -10,6 +13,8 @@ from engine.models.lr_a2v import LRConditions
 from engine.models.refiner import RefinerConditions
 from engine.models.text import tokenize
 from engine.training.steps import LRA2VBatch, RefinerBatch
+
+T = TypeVar("T")
 
 
 def randomize_(model: nn.Module, std: float = 0.05, seed: int = 0) -> nn.Module:
@@ -24,6 +29,15 @@ def randomize_(model: nn.Module, std: float = 0.05, seed: int = 0) -> nn.Module:
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=g) * std)
     return model
+
+
+def to_device(batch: T, device: str) -> T:
+    """A copy of a batch dataclass with every tensor (and text) on `device`."""
+    changes = {}
+    for f in dataclasses.fields(batch):  # type: ignore[arg-type]
+        value = getattr(batch, f.name)
+        changes[f.name] = value.to(device)
+    return dataclasses.replace(batch, **changes)  # type: ignore[type-var]
 
 
 def lr_batch(config: Config, batch: int = 2, motion: int | None = None, new: int | None = None) -> LRA2VBatch:

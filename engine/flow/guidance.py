@@ -37,9 +37,7 @@ class Guidance:
         """The predictions to evaluate: (conditions dropped, weight), weights != 0."""
         s = (*self.scales, 0.0)
         weights = [1.0 - s[0]] + [s[i] - s[i + 1] for i in range(len(self.conditions))]
-        return [
-            (frozenset(self.conditions[i:]), w) for i, w in enumerate(weights) if w != 0.0
-        ]
+        return [(frozenset(self.conditions[i:]), w) for i, w in enumerate(weights) if w != 0.0]
 
 
 def guided(

@@ -24,7 +24,9 @@ from engine.models.text import TextTokens
 def check_shape(name: str, x: Tensor, expected: Sequence[int | None]) -> None:
     """Raise InputShapeError unless x has the expected shape (None = any size on that axis)."""
     shape = list(x.shape)
-    if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape, strict=False)):
+    if len(shape) != len(expected) or any(
+        e is not None and e != s for e, s in zip(expected, shape, strict=False)
+    ):
         want = ", ".join("*" if e is None else str(e) for e in expected)
         raise InputShapeError(f"{name}: expected [{want}], got {shape}")
 
@@ -73,7 +75,9 @@ class SegmentConditions:
         values = {}
         for field in dataclasses.fields(cls):
             items = [getattr(p, field.name) for p in parts]
-            values[field.name] = TextTokens.cat(items) if isinstance(items[0], TextTokens) else torch.cat(items)
+            values[field.name] = (
+                TextTokens.cat(items) if isinstance(items[0], TextTokens) else torch.cat(items)
+            )
         return cls(**values)
 
 

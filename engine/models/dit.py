@@ -192,7 +192,7 @@ class DiT(nn.Module):
         Returns [B, C_out, out_frames, H, W].
         """
         layout.check(x)
-        B, _, frames, H, W = x.shape
+        frames, H, W = x.shape[2:]
         grid = self.token_grid((H, W))
         tokens_per_frame = grid[0] * grid[1]
 
@@ -206,7 +206,9 @@ class DiT(nn.Module):
         if self.cfg.context_attention == "block_causal":
             groups = tuple(n * tokens_per_frame for n in layout.groups)
         text_tokens = self.text_embed(text) if (self.text_embed is not None and text is not None) else None
-        audio_tokens = self.audio_embed(audio) if (self.audio_embed is not None and audio is not None) else None
+        audio_tokens = (
+            self.audio_embed(audio) if (self.audio_embed is not None and audio is not None) else None
+        )
 
         for block in self.blocks:
             h = block(h, time_mod, rope, groups, text_tokens, text_lens, audio_tokens)  # [B, L, W]

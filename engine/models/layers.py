@@ -27,7 +27,9 @@ from torch import Tensor, nn
 @functools.lru_cache(maxsize=64)
 def _block_causal_mask(groups: tuple[int, ...], device: torch.device) -> Tensor:
     group_of_token = torch.repeat_interleave(
-        torch.arange(len(groups), device=device), torch.tensor(groups, device=device)
+        torch.arange(len(groups), device=device),
+        torch.tensor(groups, device=device),
+        output_size=sum(groups),
     )
     return group_of_token[None, :] <= group_of_token[:, None]  # [L, L], True = may attend
 

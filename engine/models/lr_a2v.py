@@ -66,9 +66,7 @@ class LRA2V(nn.Module):
         audio = [B, frames, c.audio_tokens_per_latent, c.audio.feature_dim]
         check_shape("LR-A2V audio windows (motion + new frames)", cond.audio, audio)
 
-    def forward(
-        self, noisy: Tensor, t: Tensor, cond: LRConditions, *, all_frames: bool = False
-    ) -> Tensor:
+    def forward(self, noisy: Tensor, t: Tensor, cond: LRConditions, *, all_frames: bool = False) -> Tensor:
         """Velocity of the new latents.
 
         noisy [B, C, N, h, w]: the new latents on the flow path at time t [B].

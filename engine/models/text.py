@@ -50,11 +50,9 @@ def tokenize(texts: Sequence[str | None], cfg: TextConfig, device: torch.device 
     """UTF-8 bytes of each text after a BOS token, cut to `cfg.max_bytes`, padded with zeros."""
     rows = [[cfg.bos_id, *(text or "").encode("utf-8")[: cfg.max_bytes]] for text in texts]
     length = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), length, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-    lens = torch.tensor([len(r) for r in rows], dtype=torch.long)
-    return TextTokens(ids.to(device), lens.to(device))
+    ids = torch.tensor([r + [0] * (length - len(r)) for r in rows], dtype=torch.long, device=device)
+    lens = torch.tensor([len(r) for r in rows], dtype=torch.long, device=device)
+    return TextTokens(ids, lens)
 
 
 class _TextBlock(nn.Module):
