@@ -141,8 +141,16 @@ def rope_3d(
     """cos/sin tables [L, D/2] for a (frames, height, width) token grid in frame-major order.
 
     `split` gives the head channels of each axis (each even); the pair index
-    runs over t's pairs, then h's, then w's.
+    runs over t's pairs, then h's, then w's. Tables are cached per shape and
+    device: every flow step of a segment reuses them. Treat them as read-only.
     """
+    return _rope_3d(tuple(grid), tuple(split), float(theta), torch.device(device))
+
+
+@functools.lru_cache(maxsize=32)
+def _rope_3d(
+    grid: tuple[int, int, int], split: tuple[int, int, int], theta: float, device: torch.device
+) -> tuple[Tensor, Tensor]:
     angles = []
     for size, dim, axis in zip(grid, split, range(3), strict=True):
         freqs = theta ** (-torch.arange(0, dim, 2, device=device, dtype=torch.float64) / dim)
