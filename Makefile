@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 TORCH_VERSION := 2.13.0
 
-.PHONY: run test lint clean system-deps
+.PHONY: run test lint clean system-deps fixtures contact-sheet
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ test: $(STAMP) system-deps
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# The small procedural clips the tests read (regenerate after changing engine/data/).
+fixtures: $(STAMP) system-deps
+	rm -rf tests/fixtures/procedural
+	$(VENV)/bin/ihuman data make --out tests/fixtures/procedural --clips 2 --seconds 3 --res 160x96 --seed 1000 --workers 1
+
+# docs/contact_sheet.png: 16 frames of different characters, and a broken-hand pair.
+contact-sheet: $(STAMP) system-deps
+	$(PY) -m engine.data.contact_sheet docs/contact_sheet.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from engine.config import PRESETS, Config, get_preset
+from engine.data.make import make_dataset
 from engine.exceptions import EngineError
 from engine.models.lr_a2v import LRA2V
 from engine.models.refiner import PGRefiner
@@ -64,6 +68,32 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resolution(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    return width, height
+
+
+def cmd_data_make(args: argparse.Namespace) -> int:
+    width, height = args.res
+    seeds = range(args.seed, args.seed + args.clips)
+    with tqdm(total=args.clips, unit="clip", desc="clips") as bar:
+        done = sum(1 for s in seeds if (args.out / f"clip_{s:06d}" / "meta.json").is_file())
+        bar.update(done)
+        report = make_dataset(
+            args.out, seeds, args.seconds, width, height, args.workers, on_clip=lambda _: bar.update(1)
+        )
+    frames = report.made * round(args.seconds * 25)
+    rate = frames / report.seconds if report.seconds > 0 else 0.0
+    print(
+        f"made {report.made} clips ({report.skipped} already there) in {report.seconds:.1f} s "
+        f"= {rate:.1f} frames/s at {width}x{height} with {args.workers} workers -> {args.out}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ihuman", description="InfinityHuman Live: real-time avatar engine")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -72,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="preset (default: tiny)")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=cmd_info)
+
+    data = sub.add_parser("data", help="procedural talking-avatar data").add_subparsers(
+        dest="data", required=True
+    )
+    make = data.add_parser("make", help="write N procedural clips (resumes an interrupted run)")
+    make.add_argument("--out", type=Path, required=True, help="output folder")
+    make.add_argument("--clips", type=int, default=100, help="number of clips (default 100)")
+    make.add_argument("--seconds", type=float, default=4.0, help="seconds per clip (default 4)")
+    make.add_argument("--res", type=_resolution, default=(640, 352), help="WIDTHxHEIGHT (default 640x352)")
+    make.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="processes")
+    make.add_argument("--seed", type=int, default=0, help="first seed; clip i has seed SEED + i")
+    make.set_defaults(func=cmd_data_make)
     return parser
 
 

@@ -8,8 +8,8 @@ tongue), arms, hands. Every part also writes its label into a label map
 
 from __future__ import annotations
 
-import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -29,6 +29,7 @@ from engine.data.canvas import (
     ellipse_distance,
     intersect,
 )
+from engine.data.hands import HandFault, hand_drawing
 from engine.data.identity import Identity
 from engine.data.skeleton import LIP_THICKNESS, Pose
 
@@ -36,6 +37,7 @@ CAVITY = (0.16, 0.03, 0.05)
 TEETH = (0.95, 0.94, 0.9)
 TONGUE = (0.75, 0.3, 0.35)
 EYE_WHITE = (0.96, 0.96, 0.94)
+CHUNK_PIXELS = 2_000_000  # pixels drawn at once (frames x H x W)
 
 
 class Label(IntEnum):
@@ -135,8 +137,35 @@ def _point(pose: Pose, group: str, name: str) -> Tensor:
     return pose.points[:, kp.index(group, name)]
 
 
-def render(identity: Identity, pose: Pose, width: int, height: int) -> Frames:
-    """Frames [T, 3, H, W] of `identity` in `pose`."""
+def render(
+    identity: Identity,
+    pose: Pose,
+    width: int,
+    height: int,
+    hand_faults: Mapping[str, HandFault] | None = None,
+) -> Frames:
+    """Frames [T, 3, H, W] of `identity` in `pose`; hand_faults ("l"/"r" -> fault) break hands.
+
+    Frames are drawn a few at a time: a chunk's working set stays in cache, and
+    each shape's bounding box (a union over the chunk's frames) stays tight.
+    """
+    chunk = max(1, CHUNK_PIXELS // (width * height))
+    if pose.frames > chunk:
+        parts = [
+            _render(identity, pose.slice(s, s + chunk), width, height, hand_faults)
+            for s in range(0, pose.frames, chunk)
+        ]
+        return Frames(torch.cat([p.image for p in parts]), torch.cat([p.labels for p in parts]))
+    return _render(identity, pose, width, height, hand_faults)
+
+
+def _render(
+    identity: Identity,
+    pose: Pose,
+    width: int,
+    height: int,
+    hand_faults: Mapping[str, HandFault] | None,
+) -> Frames:
     idy, T = identity, pose.frames
     canvas = Canvas(T, width, height, _background(idy, T, width, height))
     _landmarks(canvas, idy)
@@ -187,7 +216,7 @@ def render(identity: Identity, pose: Pose, width: int, height: int) -> Frames:
     _hair(canvas, idy, pose, head_box)
     _eyes(canvas, idy, pose, head_box)
     _mouth(canvas, idy, pose, head_box)
-    _arms_and_hands(canvas, idy, pose)
+    _arms_and_hands(canvas, idy, pose, hand_faults)
     return Frames(image=canvas.image.clamp(0, 1), labels=canvas.labels)
 
 
@@ -301,7 +330,9 @@ def _mouth(canvas: Canvas, idy: Identity, pose: Pose, bbox: tuple[float, float, 
     canvas.fill(tongue, bbox, TONGUE, Label.TONGUE)
 
 
-def _arms_and_hands(canvas: Canvas, idy: Identity, pose: Pose) -> None:
+def _arms_and_hands(
+    canvas: Canvas, idy: Identity, pose: Pose, faults: Mapping[str, HandFault] | None
+) -> None:
     r = idy.limb_width
     sleeve = _darker(idy.shirt, 0.9)
     for name, arm_label, palm_label, finger_label in (
@@ -320,21 +351,10 @@ def _arms_and_hands(canvas: Canvas, idy: Identity, pose: Pose) -> None:
             arm_label,
         )
         hand = pose.points[:, kp.part(f"hand_{name}")]  # [T, 21, 2]
-        hand_box = bbox_of(hand, 0.02)
-        size = idy.hand_size
-        palm = hand[:, [0, 1, 5, 9, 13, 17]]
-        canvas.fill(convex_polygon(palm, size * 0.12), hand_box, idy.skin, palm_label)
-        for f, chain in enumerate(kp.FINGER_CHAINS):
-            width = size * (0.13 if f == 0 else 0.11 - 0.008 * f)
-            shade = _darker(idy.skin, 0.97 - 0.02 * f)
-            # The first segment of the fingers starts at the MCP, of the thumb at the CMC.
-            for a, b in itertools.pairwise(chain[1:]):
-                pa, pb = hand[:, a], hand[:, b]
-                if b == chain[-1]:
-                    # End the drawn finger at its tip keypoint: pull the segment end back by the radius.
-                    direction = pb - pa
-                    length = direction.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-                    pb = pb - direction / length * torch.minimum(length, torch.full_like(length, width))
-                canvas.fill(
-                    capsule(pa[:, 0], pa[:, 1], pb[:, 0], pb[:, 1], width), hand_box, shade, finger_label + f
-                )
+        drawing = hand_drawing(hand, idy.hand_size, (faults or {}).get(name))
+        hand_box = bbox_of(torch.cat((hand, drawing.palm), 1), 0.03)
+        canvas.fill(convex_polygon(drawing.palm, drawing.palm_rounding), hand_box, idy.skin, palm_label)
+        for stroke in drawing.strokes:
+            shade = _darker(idy.skin, 0.97 - 0.02 * stroke.finger)
+            sdf = capsule(stroke.a[:, 0], stroke.a[:, 1], stroke.b[:, 0], stroke.b[:, 1], stroke.width)
+            canvas.fill(sdf, hand_box, shade, finger_label + stroke.finger)

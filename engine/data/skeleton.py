@@ -9,7 +9,7 @@ degrees a finger folds back over the palm, as a fist looks from the front.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -42,6 +42,9 @@ class Pose:
     @property
     def frames(self) -> int:
         return self.points.shape[0]
+
+    def slice(self, start: int, stop: int) -> Pose:
+        return Pose(**{f.name: getattr(self, f.name)[start:stop] for f in fields(self)})
 
 
 def _rotate(v: Tensor, angle: Tensor) -> Tensor:

@@ -1,0 +1,136 @@
+"""PyTorch datasets of aligned training windows, from disk (`ClipWindows`) or made on the fly.
+
+A window of T video frames starting at frame s carries the audio samples
+[s * 640, (s + T) * 640) (samples per frame from the config's time base), the
+keypoints and pose tensor of the same frames, and the clip's first frame as
+the reference image. Frames can be read at any resolution of the stored
+aspect ratio; keypoints are in canvas units, valid at every resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from engine.config import TimeBase
+from engine.data.clip import check_resolution, make_clip
+from engine.data.pose_tensor import pose_tensor
+from engine.data.store import DataError, StoredClip, list_clips, read_clip, read_meta
+from engine.exceptions import ConfigError
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    frames: int  # video frames per window
+    width: int  # output frame size
+    height: int
+    pose_stride: int = 4  # output pixels per pose-tensor pixel
+    time: TimeBase = field(default_factory=TimeBase)
+
+    def __post_init__(self) -> None:
+        check_resolution(self.width, self.height)
+        if self.frames < 1 or self.width % self.pose_stride or self.height % self.pose_stride:
+            raise ConfigError(f"invalid window {self}")
+
+
+def _resize(frames: Tensor, width: int, height: int) -> Tensor:
+    """uint8 [T, 3, h, w] -> float [T, 3, H, W] in [0, 1]."""
+    x = frames.float() / 255.0
+    if x.shape[-2:] != (height, width):
+        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return x.clamp(0, 1)
+
+
+def cut_window(
+    frames: Tensor,
+    audio: np.ndarray,
+    points: Tensor,
+    visibility: Tensor,
+    mouth_open: Tensor,
+    start: int,
+    spec: WindowSpec,
+) -> dict[str, Tensor | int]:
+    """The aligned window of spec.frames frames starting at frame `start`."""
+    stop = start + spec.frames
+    if start < 0 or stop > frames.shape[0]:
+        raise DataError(f"window [{start}, {stop}) outside a clip of {frames.shape[0]} frames")
+    h, w = frames.shape[-2:]
+    if abs(w / h - spec.width / spec.height) > 0.02 * w / h:
+        raise ConfigError(f"window {spec.width}x{spec.height} does not keep the clip's aspect ({w}x{h})")
+    spf = spec.time.samples_per_frame
+    window_points = points[start:stop]
+    return {
+        "frames": _resize(frames[start:stop], spec.width, spec.height),  # [T, 3, H, W]
+        "audio": torch.from_numpy(audio[start * spf : stop * spf].copy()),  # [T * spf]
+        "points": window_points,  # [T, K, 2]
+        "visibility": visibility[start:stop],  # [T, K]
+        "mouth_open": mouth_open[start:stop],  # [T]
+        "pose": pose_tensor(window_points, spec.width // spec.pose_stride, spec.height // spec.pose_stride),
+        "reference": _resize(frames[:1], spec.width, spec.height)[0],  # [3, H, W]
+        "start_frame": start,
+        "audio_start": start * spf,
+    }
+
+
+class ClipWindows(Dataset):
+    """Windows of every clip under `root`, `hop` frames apart."""
+
+    def __init__(self, root: Path | str, spec: WindowSpec, hop: int | None = None) -> None:
+        self.root = Path(root)
+        self.spec = spec
+        self.clips = list_clips(self.root)
+        if not self.clips:
+            raise DataError(f"no clips under {self.root}")
+        hop = hop or spec.frames
+        self.index: list[tuple[int, int]] = []
+        for i, folder in enumerate(self.clips):
+            meta = read_meta(folder)
+            if meta["fps"] != spec.time.fps or meta["sample_rate"] != spec.time.sample_rate:
+                raise DataError(
+                    f"{folder}: {meta['fps']} fps / {meta['sample_rate']} Hz differ from the time base"
+                )
+            self.index += [(i, s) for s in range(0, meta["frames"] - spec.frames + 1, hop)]
+        self._cached: tuple[int, StoredClip] | None = None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _clip(self, i: int) -> StoredClip:
+        if self._cached is None or self._cached[0] != i:  # windows of one clip are usually read together
+            self._cached = (i, read_clip(self.clips[i]))
+        return self._cached[1]
+
+    def __getitem__(self, item: int) -> dict[str, Tensor | int]:
+        i, start = self.index[item]
+        c = self._clip(i)
+        return cut_window(c.frames, c.audio, c.points, c.visibility, c.mouth_open, start, self.spec) | {
+            "identity": c.meta["identity"]
+        }
+
+
+class ProceduralWindows(IterableDataset):
+    """Windows of clips generated in memory (no disk): seeds are split between loader workers."""
+
+    def __init__(
+        self, seeds: Sequence[int], seconds: float, spec: WindowSpec, hop: int | None = None
+    ) -> None:
+        self.seeds, self.seconds, self.spec = list(seeds), seconds, spec
+        self.hop = hop or spec.frames
+
+    def __iter__(self) -> Iterator[dict[str, Tensor | int]]:
+        info = get_worker_info()
+        seeds = self.seeds if info is None else self.seeds[info.id :: info.num_workers]
+        for seed in seeds:
+            clip = make_clip(seed, self.seconds, self.spec.width, self.spec.height, self.spec.time)
+            for start in range(0, clip.num_frames - self.spec.frames + 1, self.hop):
+                window = cut_window(
+                    clip.frames, clip.audio, clip.points, clip.visibility, clip.mouth_open, start, self.spec
+                )
+                yield window | {"identity": seed}
