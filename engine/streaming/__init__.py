@@ -1,0 +1,1 @@
+"""Streaming: the segment planner (and later stages, pipeline, pacing); no network here."""

@@ -1,0 +1,52 @@
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.config import PRESETS, get_preset
+from engine.streaming.segments import iter_segments, output_frames_for, plan_segments
+
+TINY = get_preset("tiny")
+SPF = TINY.time.samples_per_frame
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    samples=st.integers(min_value=1600, max_value=10 * 60 * 16_000),
+    preset=st.sampled_from(sorted(PRESETS)),
+)
+def test_every_output_frame_exactly_once_with_monotone_pts(samples: int, preset: str) -> None:
+    config = get_preset(preset)
+    plan = plan_segments(samples, config)
+    pts = [p for seg in plan for p in seg.frame_pts]
+    assert pts == list(range(output_frames_for(samples, config)))  # once each, in order
+    assert len(pts) * SPF >= samples > (len(pts) - 1) * SPF  # duration within one frame of the audio
+    stride = config.time.vae_temporal_stride
+    for previous, seg in itertools.pairwise(plan):
+        assert seg.first_frame == previous.first_frame + previous.frames
+        # Motion latents are the latest generated ones, never more than exist.
+        assert seg.context_first_frame == seg.first_frame - seg.motion_latents * stride
+        assert seg.context_first_frame >= 0
+    for seg in plan:
+        left, ahead = config.audio.left_context_frames, config.audio.lookahead_frames
+        assert seg.audio_start == (seg.context_first_frame - left) * SPF
+        assert seg.audio_stop == (seg.first_frame + seg.frames + ahead) * SPF
+        assert seg.audio_stop - seg.audio_start == (
+            (seg.latent_frames * stride + left + ahead) * SPF
+        )  # the windows of all its latent frames, contiguous
+
+
+def test_short_and_empty_audio() -> None:
+    assert plan_segments(0, TINY) == []
+    one = plan_segments(1, TINY)
+    assert len(one) == 1 and list(one[0].frame_pts) == [0]
+    assert one[0].motion_latents == 0
+    assert one[0].audio_start == -TINY.audio.left_context_frames * SPF
+
+
+def test_live_segments_continue_the_finite_plan() -> None:
+    plan = plan_segments(16_000 * 3, TINY)
+    live = iter_segments(TINY)
+    for seg in plan[:-1]:
+        assert next(live) == seg
+    assert plan[1].motion_latents == min(TINY.segment.motion_latents, TINY.segment.new_latents)
