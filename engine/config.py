@@ -137,6 +137,9 @@ class AudioConfig:
     feature_dim: int  # size of one audio feature vector (one per video frame, from the audio encoder)
     left_context_frames: int  # video frames of past audio each latent frame also attends to
     lookahead_frames: int  # video frames of future audio each latent frame attends to (adds latency)
+    mel_bins: int = 80  # log-mel channels of the audio front end
+    mel_window: int = 400  # STFT window in samples (25 ms at 16 kHz)
+    mel_hop: int = 160  # STFT hop in samples (10 ms); must divide the samples of one video frame
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,11 @@ class Config:
                         f"{res_label} resolution {res} must be a multiple of {step_w}x{step_h} "
                         f"(VAE stride x {label} patch)"
                     )
+        if self.time.samples_per_frame % self.audio.mel_hop or self.audio.mel_window < self.audio.mel_hop:
+            raise ConfigError(
+                f"mel hop {self.audio.mel_hop} must divide {self.time.samples_per_frame} samples per frame "
+                f"and not exceed the window {self.audio.mel_window}"
+            )
         token_stride = self.time.vae_spatial_stride * self.refiner.patch[1]
         if token_stride % self.pose.stride:
             raise ConfigError(f"pose stride {self.pose.stride} must divide the refiner token stride")
@@ -265,6 +273,10 @@ class Config:
         """Audio feature vectors one latent frame attends to: its own frames plus both contexts."""
         a = self.audio
         return self.time.vae_temporal_stride + a.left_context_frames + a.lookahead_frames
+
+    @property
+    def mel_frames_per_video_frame(self) -> int:
+        return self.time.samples_per_frame // self.audio.mel_hop
 
     @property
     def samples_per_latent(self) -> int:
