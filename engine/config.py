@@ -198,6 +198,14 @@ class DegradationConfig:
 
 
 @dataclass(frozen=True)
+class VAEConfig:
+    """The causal video autoencoder (spatial /8 = three /2 stages, temporal /4 with the first frame alone)."""
+
+    encoder_channels: tuple[int, int, int] = (32, 64, 128)  # channels after each /2 stage
+    decoder_channels: tuple[int, int, int] = (128, 64, 32)  # channels before each x2 stage
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything that fixes shapes and behaviour of one engine build."""
 
@@ -215,6 +223,7 @@ class Config:
     flow: FlowConfig = field(default_factory=FlowConfig)
     dropout: DropoutConfig = field(default_factory=DropoutConfig)
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
 
     def __post_init__(self) -> None:
         for label, dit in (("lr_a2v", self.lr_a2v), ("refiner", self.refiner)):
@@ -229,6 +238,8 @@ class Config:
                         f"{res_label} resolution {res} must be a multiple of {step_w}x{step_h} "
                         f"(VAE stride x {label} patch)"
                     )
+        if self.time.vae_spatial_stride != 2 ** len(self.vae.encoder_channels):
+            raise ConfigError("the autoencoder's stages must give the spatial stride of the time base")
         if self.time.samples_per_frame % self.audio.mel_hop or self.audio.mel_window < self.audio.mel_hop:
             raise ConfigError(
                 f"mel hop {self.audio.mel_hop} must divide {self.time.samples_per_frame} samples per frame "
@@ -364,6 +375,7 @@ _NESTED: dict[type, dict[str, type]] = {
         "flow": FlowConfig,
         "dropout": DropoutConfig,
         "degradation": DegradationConfig,
+        "vae": VAEConfig,
     }
 }
 
@@ -383,6 +395,8 @@ TINY = Config(
     pose=PoseConfig(stride=4),
     segment=SegmentConfig(new_latents=2, motion_latents=1, refiner_motion_latents=0),
     flow=FlowConfig(lr_steps=2),
+    # ~0.6 GFLOP per 320x176 output frame: the decoder must keep up with 25 fps on 2 CPU cores.
+    vae=VAEConfig(encoder_channels=(16, 32, 64), decoder_channels=(32, 16, 8)),
 )
 
 SMALL = Config(

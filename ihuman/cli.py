@@ -18,6 +18,7 @@ from engine.data.make import make_dataset
 from engine.exceptions import EngineError
 from engine.models.lr_a2v import LRA2V
 from engine.models.refiner import PGRefiner
+from engine.models.vae import decoder_flops_per_frame
 
 
 def _parameter_counts(config: Config) -> dict[str, int]:
@@ -45,6 +46,9 @@ def _info(config: Config) -> dict[str, object]:
         "audio_tokens_per_latent_frame": config.audio_tokens_per_latent,
         "lr_steps": config.flow.lr_steps,
         "refiner_steps": config.flow.refiner_steps,
+        "decoder_gflop_per_hr_frame": round(
+            decoder_flops_per_frame(config, config.hr.width, config.hr.height) / 1e9, 2
+        ),
         "parameters": _parameter_counts(config),
     }
 
