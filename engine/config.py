@@ -140,6 +140,8 @@ class AudioConfig:
     mel_bins: int = 80  # log-mel channels of the audio front end
     mel_window: int = 400  # STFT window in samples (25 ms at 16 kHz)
     mel_hop: int = 160  # STFT hop in samples (10 ms); must divide the samples of one video frame
+    encoder_width: int = 256  # channels of the causal conv audio encoder
+    encoder_layers: int = 4  # causal conv layers after the per-video-frame downsampling
 
 
 @dataclass(frozen=True)
@@ -391,7 +393,9 @@ TINY = Config(
     lr_a2v=DiTConfig(width=128, depth=4, heads=4),
     refiner=DiTConfig(width=128, depth=4, heads=4),
     text=TextConfig(dim=64, depth=1, heads=2, max_bytes=64),
-    audio=AudioConfig(feature_dim=64, left_context_frames=2, lookahead_frames=2),
+    audio=AudioConfig(
+        feature_dim=64, left_context_frames=2, lookahead_frames=2, encoder_width=64, encoder_layers=3
+    ),
     pose=PoseConfig(stride=4),
     segment=SegmentConfig(new_latents=2, motion_latents=1, refiner_motion_latents=0),
     flow=FlowConfig(lr_steps=2),
