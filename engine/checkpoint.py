@@ -27,10 +27,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from engine.audio.encoder import AudioEncoder
 from engine.config import Config
 from engine.exceptions import ConfigError, EngineError
 from engine.models.lr_a2v import LRA2V
+from engine.models.pose import PoseHead
 from engine.models.refiner import PGRefiner
+from engine.models.vae import VideoAutoencoder
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +41,14 @@ FORMAT = "infinityhuman-bundle"
 VERSION = 1
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 
-PART_BUILDERS: dict[str, Callable[[Config], nn.Module]] = {"lr_a2v": LRA2V, "refiner": PGRefiner}
-"""How to build each part from a config; later parts (autoencoder, audio, pose) register here."""
+PART_BUILDERS: dict[str, Callable[[Config], nn.Module]] = {
+    "lr_a2v": LRA2V,
+    "refiner": PGRefiner,
+    "vae": VideoAutoencoder,
+    "audio": AudioEncoder,
+    "pose": PoseHead,
+}
+"""How to build each part of a bundle from its config."""
 
 
 class BundleError(EngineError):
