@@ -63,27 +63,47 @@ class Bundle:
 
 
 def save_bundle(
-    folder: Path | str, config: Config, parts: Mapping[str, nn.Module], meta: dict | None = None
+    folder: Path | str,
+    config: Config,
+    parts: Mapping[str, nn.Module],
+    meta: dict | None = None,
+    *,
+    merge: bool = False,
 ) -> Path:
-    """Write a bundle (atomically: into `folder.tmp`, then renamed over `folder`)."""
+    """Write a bundle atomically (into `folder.tmp`, then renamed over `folder`).
+
+    merge: keep what an existing bundle in `folder` has besides these parts (its other
+    parts, meta entries and any other files, such as training logs); its config must
+    equal `config`.
+    """
     folder = Path(folder)
     unknown = set(parts) - set(PART_BUILDERS)
     if unknown:
         raise BundleError(f"unknown parts {sorted(unknown)}; known: {sorted(PART_BUILDERS)}")
+    index: dict[str, dict] = {}
+    merged_meta: dict = {}
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    index = {}
+    if merge and folder.is_dir():
+        if (folder / "config.json").is_file():
+            old_config, document = read_config(folder)
+            if old_config != config:
+                raise BundleError(f"{folder} holds a bundle of another config; refusing to merge into it")
+            index, merged_meta = dict(document.get("parts", {})), dict(document.get("meta", {}))
+        shutil.copytree(folder, tmp)
+    else:
+        tmp.mkdir(parents=True)
     for name, module in parts.items():
         tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
         save_file(tensors, str(tmp / f"{name}.safetensors"), metadata={"part": name, "format": FORMAT})
         index[name] = {"file": f"{name}.safetensors", "tensors": len(tensors)}
+    merged_meta.update(meta or {})
     document = {
         "format": FORMAT,
         "version": VERSION,
         "config": config.to_dict(),
         "parts": index,
-        "meta": meta or {},
+        "meta": merged_meta,
     }
     (tmp / "config.json").write_text(json.dumps(document, indent=2, sort_keys=True))
     if folder.exists():

@@ -13,12 +13,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from engine.checkpoint import read_config
 from engine.config import PRESETS, Config, get_preset
 from engine.data.make import make_dataset
 from engine.exceptions import EngineError
 from engine.models.lr_a2v import LRA2V
 from engine.models.refiner import PGRefiner
 from engine.models.vae import decoder_flops_per_frame
+from engine.training.tasks import TASKS, batches, build_task, held_out
+from engine.training.trainer import Trainer, TrainSettings
 
 
 def _parameter_counts(config: Config) -> dict[str, int]:
@@ -98,6 +101,43 @@ def cmd_data_make(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    out = args.out
+    if (out / "config.json").is_file():
+        config, _ = read_config(out)  # continue the bundle with its own config
+    else:
+        config = get_preset(args.preset)
+    width, height = args.res if args.res else (None, None)
+    task = build_task(args.task, config, width, height)
+    settings = TrainSettings(steps=args.steps, lr=args.lr, checkpoint_every=args.checkpoint_every)
+    trainer = Trainer(task.name, task.part, task.model, config, out, settings, extra_parts=task.extra)
+    if trainer.resume():
+        print(f"resuming {task.name} at step {trainer.step} from {out}")
+    stream = batches(
+        task,
+        args.batch,
+        seed=args.seed + trainer.step,
+        seconds=args.seconds,
+        workers=args.workers,
+        data=args.data,
+    )
+    with tqdm(total=args.steps, initial=trainer.step, unit="step", desc=task.name) as bar:
+
+        def progress(step: int, row: dict) -> None:
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "seconds")})
+
+        trainer.run(stream, task.loss, on_step=progress)
+    metrics = task.evaluate(held_out(task, args.eval_clips, args.seconds, args.batch))
+    (out / f"eval_{task.name}.json").write_text(json.dumps({"step": trainer.step, **metrics}, indent=2))
+    print(
+        f"{task.name}: step {trainer.step}, "
+        + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        + f" -> {out}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ihuman", description="InfinityHuman Live: real-time avatar engine")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -118,6 +158,26 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="processes")
     make.add_argument("--seed", type=int, default=0, help="first seed; clip i has seed SEED + i")
     make.set_defaults(func=cmd_data_make)
+
+    train = sub.add_parser("train", help="train a part on procedural (or stored) data into a bundle")
+    train.add_argument("task", choices=TASKS)
+    train.add_argument("--out", type=Path, required=True, help="bundle folder (created, or resumed)")
+    train.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="preset of a new bundle")
+    train.add_argument(
+        "--steps", type=int, default=1000, help="total steps (a resumed run continues to this)"
+    )
+    train.add_argument("--batch", type=int, default=4)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--res", type=_resolution, help="frame size (default: HR for vae, LR otherwise)")
+    train.add_argument(
+        "--data", type=Path, help="clips from `ihuman data make` (default: generate on the fly)"
+    )
+    train.add_argument("--seconds", type=float, default=4.0, help="length of on-the-fly clips")
+    train.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--checkpoint-every", type=int, default=200)
+    train.add_argument("--eval-clips", type=int, default=4, help="held-out characters to evaluate on")
+    train.set_defaults(func=cmd_train)
     return parser
 
 

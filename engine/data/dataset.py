@@ -123,6 +123,11 @@ class ProceduralWindows(IterableDataset):
     ) -> None:
         self.seeds, self.seconds, self.spec = list(seeds), seconds, spec
         self.hop = hop or spec.frames
+        frames = round(seconds * spec.time.fps)
+        if frames < spec.frames:  # no window would fit: iterating would render clips forever
+            raise ConfigError(
+                f"clips of {seconds} s ({frames} frames) are shorter than a window of {spec.frames}"
+            )
 
     def __iter__(self) -> Iterator[dict[str, Tensor | int]]:
         info = get_worker_info()

@@ -1,0 +1,147 @@
+"""The `ihuman train vae|pose|audio` tasks: model, batches, loss and held-out evaluation of each.
+
+Batches come from the procedural generator on the fly (DataLoader workers
+render while the main process trains) or from clips on disk (`--data DIR`).
+Held-out evaluation uses characters (seeds) the training never sees.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from engine.audio.encoder import AudioEncoder
+from engine.config import Config
+from engine.data.dataset import ClipWindows, ProceduralWindows, WindowSpec
+from engine.models.pose import PoseHead, pose_loss
+from engine.models.vae import VideoAutoencoder
+
+HELD_OUT_SEED = 1_000_000  # evaluation characters start here; training seeds stay below
+TASKS = ("vae", "pose", "audio")
+
+
+@dataclass
+class Task(abc.ABC):
+    name: str
+    part: str  # the bundle part it trains
+    model: nn.Module
+    extra: dict[str, nn.Module]  # task-only heads saved beside the bundle
+    spec: WindowSpec
+
+    @abc.abstractmethod
+    def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
+        """Training loss of one batch and stats to log."""
+
+    @abc.abstractmethod
+    def evaluate(self, batches: list[dict]) -> dict[str, float]:
+        """Metrics on held-out batches."""
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    return float(10 * torch.log10(1.0 / F.mse_loss(a.clamp(0, 1), b).clamp_min(1e-10)))
+
+
+class VAETask(Task):
+    def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
+        frames = batch["frames"].transpose(1, 2)  # [B, 3, T, H, W]
+        recon = self.model(frames)
+        loss = F.l1_loss(recon, frames) + F.mse_loss(recon, frames)
+        return loss, {"psnr": psnr(recon.detach(), frames)}
+
+    @torch.no_grad()
+    def evaluate(self, batches: list[dict]) -> dict[str, float]:
+        self.model.eval()
+        values = [psnr(self.model(b["frames"].transpose(1, 2)), b["frames"].transpose(1, 2)) for b in batches]
+        self.model.train()
+        return {"held_out_psnr_db": sum(values) / len(values)}
+
+
+class PoseTask(Task):
+    def _run(self, batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        frames = batch["frames"].flatten(0, 1)  # [B*T, 3, H, W]
+        points, visible = self.model(frames)
+        return points, visible, batch["points"].flatten(0, 1), batch["visibility"].flatten(0, 1)
+
+    def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
+        return pose_loss(*self._run(batch))
+
+    @torch.no_grad()
+    def evaluate(self, batches: list[dict]) -> dict[str, float]:
+        self.model.eval()
+        errors = []
+        for b in batches:
+            points, _, target, visibility = self._run(b)
+            mask = visibility > 0.5
+            errors.append(float((points - target).norm(dim=-1)[mask].mean()) * self.spec.height)
+        self.model.train()
+        return {"held_out_error_px": sum(errors) / len(errors)}
+
+
+class AudioTask(Task):
+    """Pretext: predict the ground-truth mouth opening of each frame from the audio alone."""
+
+    def _predict(self, batch: dict) -> Tensor:
+        feats = self.model.encode_audio(batch["audio"])  # [B, T, D]
+        return self.extra["mouth"](feats).squeeze(-1)
+
+    def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
+        loss = F.mse_loss(self._predict(batch), batch["mouth_open"])
+        return loss, {}
+
+    @torch.no_grad()
+    def evaluate(self, batches: list[dict]) -> dict[str, float]:
+        pred = torch.cat([self._predict(b).flatten() for b in batches])
+        target = torch.cat([b["mouth_open"].flatten() for b in batches])
+        return {"held_out_mouth_corr": float(torch.corrcoef(torch.stack((pred, target)))[0, 1])}
+
+
+def build_task(name: str, config: Config, width: int | None = None, height: int | None = None) -> Task:
+    """The task with its model (fresh) and window spec (default sizes: HR for vae, LR otherwise)."""
+    res = config.hr if name == "vae" else config.lr
+    w, h = width or res.width, height or res.height
+    if name == "vae":
+        spec = WindowSpec(frames=1 + 2 * config.time.vae_temporal_stride, width=w, height=h)
+        return VAETask(name, "vae", VideoAutoencoder(config), {}, spec)
+    if name == "pose":
+        return PoseTask(name, "pose", PoseHead(config), {}, WindowSpec(frames=4, width=w, height=h))
+    if name == "audio":
+        mouth = nn.Linear(config.audio.feature_dim, 1)
+        spec = WindowSpec(frames=50, width=w, height=h)
+        return AudioTask(name, "audio", AudioEncoder(config), {"mouth": mouth}, spec)
+    raise ValueError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}")
+
+
+def batches(
+    task: Task, batch: int, *, seed: int, seconds: float, workers: int, data: Path | None = None
+) -> Iterator[dict]:
+    """An endless stream of training batches."""
+    if data is not None:
+        dataset = ClipWindows(data, task.spec, hop=max(1, task.spec.frames // 2))
+        while True:
+            yield from DataLoader(
+                dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True
+            )
+    # Seeds of on-the-fly clips never reach the held-out range.
+    for epoch in itertools.count():
+        start = seed + epoch * 10_000
+        seeds = range(start, min(start + 10_000, HELD_OUT_SEED))
+        loader = DataLoader(
+            ProceduralWindows(seeds, seconds, task.spec),
+            batch_size=batch,
+            num_workers=workers,
+            drop_last=True,
+        )
+        yield from loader
+
+
+def held_out(task: Task, clips: int, seconds: float, batch: int) -> list[dict]:
+    windows = ProceduralWindows(range(HELD_OUT_SEED, HELD_OUT_SEED + clips), seconds, task.spec)
+    return list(DataLoader(windows, batch_size=batch))

@@ -1,0 +1,149 @@
+"""A small training loop shared by every `ihuman train` task: steps, logs, checkpoints, resume.
+
+The trained part is written into a bundle (engine.checkpoint) every
+`checkpoint_every` steps and at the end; beside it the optimizer state (as
+safetensors) and `train_<task>.json` (step, seed) let a later run resume
+where this one stopped. Each log row goes to `train_<task>.jsonl` and
+`train_<task>.csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from engine.checkpoint import BundleError, load_state, save_bundle
+from engine.config import Config
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[dict], tuple[Tensor, dict[str, float]]]
+"""batch -> (loss, stats)."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int  # total optimizer steps (a resumed run continues up to this)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    checkpoint_every: int = 200
+    log_every: int = 10
+    grad_clip: float = 1.0
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, Tensor]:
+    state = opt.state_dict()["state"]
+    return {
+        f"{index}.{key}": value
+        for index, entry in state.items()
+        for key, value in entry.items()
+        if torch.is_tensor(value)
+    }
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, Tensor]) -> None:
+    state: dict[int, dict[str, Tensor]] = {}
+    for name, value in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+
+
+class Trainer:
+    def __init__(
+        self,
+        task: str,
+        part: str,
+        model: nn.Module,
+        config: Config,
+        out: Path,
+        settings: TrainSettings,
+        extra_parts: dict[str, nn.Module] | None = None,
+    ) -> None:
+        self.task, self.part, self.model, self.config = task, part, model, config
+        self.out, self.settings = Path(out), settings
+        self.extra_parts = extra_parts or {}  # saved with the part (e.g. a task head)
+        params = [p for m in (model, *self.extra_parts.values()) for p in m.parameters()]
+        self.optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        self.step = 0
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._state_file = self.out / f"train_{task}.json"
+        self._optimizer_file = self.out / f"optimizer_{task}.safetensors"
+
+    def resume(self) -> bool:
+        """Load the part, optimizer and step of an earlier run in `out`, if there is one."""
+        if not self._state_file.is_file():
+            return False
+        state = json.loads(self._state_file.read_text())
+        load_state(self.model, self.out / f"{self.part}.safetensors", self.part)
+        for name, module in self.extra_parts.items():
+            load_state(module, self.out / f"{self.task}_{name}.safetensors", name)
+        try:
+            _load_optimizer(self.optimizer, load_file(str(self._optimizer_file)))
+        except (FileNotFoundError, ValueError, KeyError) as err:
+            raise BundleError(f"{self._optimizer_file}: cannot resume the optimizer ({err})") from None
+        self.step = int(state["step"])
+        log.info("resumed %s at step %d from %s", self.task, self.step, self.out)
+        return True
+
+    def checkpoint(self) -> None:
+        # merge: the bundle keeps its other parts and this folder's logs and training state.
+        save_bundle(
+            self.out, self.config, {self.part: self.model}, meta={self.task: {"step": self.step}}, merge=True
+        )
+        for name, module in self.extra_parts.items():
+            tensors = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+            save_file(tensors, str(self.out / f"{self.task}_{name}.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in _optimizer_tensors(self.optimizer).items()},
+            str(self._optimizer_file),
+        )
+        self._state_file.write_text(json.dumps({"task": self.task, "step": self.step}))
+
+    def _log(self, row: dict[str, float]) -> None:
+        with (self.out / f"train_{self.task}.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        csv_path = self.out / f"train_{self.task}.csv"
+        new = not csv_path.exists()
+        with csv_path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def run(
+        self, batches: Iterator[dict], step_fn: StepFn, on_step: Callable[[int, dict], None] | None = None
+    ) -> None:
+        """Train until settings.steps, checkpointing and logging on the way."""
+        s = self.settings
+        self.model.train()
+        start = time.perf_counter()
+        while self.step < s.steps:
+            loss, stats = step_fn(next(batches))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            row = {
+                "step": self.step,
+                "loss": float(loss.detach()),
+                "seconds": time.perf_counter() - start,
+                **stats,
+            }
+            if self.step % s.log_every == 0 or self.step == s.steps:
+                self._log(row)
+            if self.step % s.checkpoint_every == 0 or self.step == s.steps:
+                self.checkpoint()
+            if on_step:
+                on_step(self.step, row)

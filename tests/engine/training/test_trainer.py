@@ -1,0 +1,78 @@
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.checkpoint import load_bundle
+from engine.config import get_preset
+from engine.exceptions import ConfigError
+from engine.training.tasks import TASKS, Task, batches, build_task, held_out
+from engine.training.trainer import Trainer, TrainSettings
+
+TINY = get_preset("tiny")
+
+
+def _task(name: str) -> Task:
+    """The task at a small frame size (the audio task renders at LR: its frames are unused)."""
+    return build_task(name, TINY, 64, 32) if name != "audio" else build_task(name, TINY)
+
+
+def _seconds(task: Task) -> float:
+    """The shortest on-the-fly clip that holds one window."""
+    return task.spec.frames / task.spec.time.fps
+
+
+def _train(task_name: str, out: Path, steps: int) -> Trainer:
+    task = _task(task_name)
+    trainer = Trainer(
+        task.name,
+        task.part,
+        task.model,
+        TINY,
+        out,
+        TrainSettings(steps=steps, checkpoint_every=2, log_every=1),
+        task.extra,
+    )
+    trainer.resume()
+    trainer.run(batches(task, 2, seed=trainer.step, seconds=_seconds(task), workers=0), task.loss)
+    return trainer
+
+
+@pytest.mark.parametrize("task_name", TASKS)
+def test_every_task_trains_into_a_bundle_and_evaluates(task_name: str, tmp_path: Path) -> None:
+    trainer = _train(task_name, tmp_path, steps=2)
+    bundle = load_bundle(tmp_path)
+    assert list(bundle.parts) == [build_task(task_name, TINY).part]
+    assert bundle.meta[task_name]["step"] == 2
+    task = _task(task_name)
+    task.model.load_state_dict(trainer.model.state_dict())
+    task.extra = trainer.extra_parts
+    metrics = task.evaluate(held_out(task, clips=2, seconds=_seconds(task), batch=2))
+    assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path: Path) -> None:
+    first = _train("pose", tmp_path, steps=3)  # checkpoints at 2 and at the end (3)
+    weights = {k: v.clone() for k, v in first.model.state_dict().items()}
+    second = _train("pose", tmp_path, steps=5)
+    assert second.step == 5
+    rows = [json.loads(line) for line in (tmp_path / "train_pose.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert (tmp_path / "train_pose.csv").read_text().count("\n") == 6  # header + 5 rows
+    resumed = build_task("pose", TINY, 64, 32).model
+    Trainer("pose", "pose", resumed, TINY, tmp_path, TrainSettings(steps=5)).resume()
+    assert not all(torch.equal(resumed.state_dict()[k], v) for k, v in weights.items())  # it trained on
+
+
+def test_parts_of_one_bundle_accumulate(tmp_path: Path) -> None:
+    _train("pose", tmp_path, steps=1)
+    _train("audio", tmp_path, steps=1)
+    assert sorted(load_bundle(tmp_path).parts) == ["audio", "pose"]
+
+
+def test_clips_shorter_than_a_window_are_refused() -> None:
+    task = _task("audio")
+    with pytest.raises(ConfigError, match="shorter than a window"):
+        next(batches(task, 2, seed=0, seconds=_seconds(task) / 2, workers=0))
