@@ -17,9 +17,12 @@ from engine.checkpoint import read_config
 from engine.config import PRESETS, Config, get_preset
 from engine.data.make import make_dataset
 from engine.exceptions import EngineError
+from engine.media.mp4 import AUDIO_CODECS
 from engine.models.lr_a2v import LRA2V
 from engine.models.refiner import PGRefiner
 from engine.models.vae import decoder_flops_per_frame
+from engine.parts import DEFAULT_BUNDLE, Parts
+from engine.render import RenderOptions, render
 from engine.training.tasks import TASKS, batches, build_task, held_out
 from engine.training.trainer import Trainer, TrainSettings
 
@@ -108,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = get_preset(args.preset)
     width, height = args.res if args.res else (None, None)
-    task = build_task(args.task, config, width, height)
+    task = build_task(args.task, config, width, height, crop=args.crop)
     settings = TrainSettings(steps=args.steps, lr=args.lr, checkpoint_every=args.checkpoint_every)
     trainer = Trainer(task.name, task.part, task.model, config, out, settings, extra_parts=task.extra)
     if trainer.resume():
@@ -134,6 +137,48 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{task.name}: step {trainer.step}, "
         + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         + f" -> {out}"
+    )
+    return 0
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise EngineError("--device cuda: no CUDA device is available here")
+    return torch.device(name)
+
+
+def _load_parts(args: argparse.Namespace) -> Parts:
+    """The parts `--bundle` / `--preset P --random-weights` / the embedded demo bundle name."""
+    device = _device(args.device)
+    if args.random_weights:
+        return Parts.random(get_preset(args.preset), args.seed, device)
+    bundle = args.bundle or DEFAULT_BUNDLE
+    if args.bundle is None and not (bundle / "config.json").is_file():
+        raise EngineError(
+            f"no --bundle given and no demo bundle at {bundle}; "
+            "pass --bundle DIR, or --preset P --random-weights to measure speed"
+        )
+    return Parts.from_bundle(bundle, device)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    parts = _load_parts(args)
+    options = RenderOptions(
+        text=args.text, lr_steps=args.steps, seed=args.seed, size=args.size, audio_codec=args.audio_codec
+    )
+    with tqdm(unit="frame", desc="render") as bar:
+
+        def progress(frames: int, total: int | None) -> None:
+            bar.total = max(total or 0, frames)
+            bar.update(frames - bar.n)
+
+        report = render(parts, args.image, args.audio, args.out, options, on_progress=progress)
+    print(
+        f"{report.out}: {report.frames} frames ({report.audio_seconds:.2f} s of audio) in "
+        f"{report.wall_seconds:.1f} s, real-time factor {report.realtime_factor:.2f} "
+        f"({1 / report.realtime_factor:.2f}x real time); peak RSS {report.peak_rss_mb:.0f} MB"
     )
     return 0
 
@@ -169,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch", type=int, default=4)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--res", type=_resolution, help="frame size (default: HR for vae, LR otherwise)")
+    train.add_argument("--crop", type=int, help="vae: train on random crops of this many pixels")
     train.add_argument(
         "--data", type=Path, help="clips from `ihuman data make` (default: generate on the fly)"
     )
@@ -178,6 +224,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=200)
     train.add_argument("--eval-clips", type=int, default=4, help="held-out characters to evaluate on")
     train.set_defaults(func=cmd_train)
+
+    ren = sub.add_parser("render", help="render a talking video from a reference image and an audio file")
+    ren.add_argument("--image", type=Path, required=True, help="reference picture (PNG, JPEG, WebP, ...)")
+    ren.add_argument("--audio", type=Path, required=True, help="speech (WAV, FLAC, MP3, Ogg, M4A, ...)")
+    ren.add_argument("--out", type=Path, required=True, help="output MP4 (H.264 + the original audio)")
+    ren.add_argument("--text", help="optional prompt")
+    ren.add_argument("--bundle", type=Path, help=f"trained bundle (default: {DEFAULT_BUNDLE})")
+    ren.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="with --random-weights")
+    ren.add_argument("--random-weights", action="store_true", help="untrained parts of --preset (speed only)")
+    ren.add_argument("--steps", type=int, help="LR-A2V flow steps per segment (default: the config's)")
+    ren.add_argument("--seed", type=int, default=0, help="noise seed (same inputs + seed = same video)")
+    ren.add_argument("--size", type=_resolution, help="output WIDTHxHEIGHT (default: the preset's HR size)")
+    ren.add_argument(
+        "--audio-codec", default="aac", choices=AUDIO_CODECS, help="flac/alac keep audio bit-exact"
+    )
+    ren.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    ren.set_defaults(func=cmd_render)
     return parser
 
 

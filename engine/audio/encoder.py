@@ -84,9 +84,12 @@ class StreamingAudioEncoder:
         complete = mel.shape[0] // self.per_frame * self.per_frame
         self._pending = mel[complete:]
         if complete == 0:
-            return torch.zeros(0, self.encoder.out.out_features)
+            return torch.zeros(
+                0, self.encoder.out.out_features, device=next(self.encoder.parameters()).device
+            )
         window = torch.cat([self._history, mel[:complete]])
-        out = self.encoder(window[None])[0, -(complete // self.per_frame) :]
+        device = next(self.encoder.parameters()).device  # mel stays on the CPU; the encoder may not
+        out = self.encoder(window[None].to(device))[0, -(complete // self.per_frame) :]
         keep = (self.encoder.receptive_frames - 1) * self.per_frame
         self._history = window[-keep:] if keep else window[:0]
         return out

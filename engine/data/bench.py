@@ -8,15 +8,12 @@ separately), and reports frames/s with p50/p90/p99 of the per-clip times.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from engine.benchinfo import environment, percentiles, write_report
 from engine.config import TimeBase, get_preset
 from engine.data.dataset import ProceduralWindows, WindowSpec
 from engine.data.identity import sample_identity
@@ -26,11 +23,6 @@ from engine.data.skeleton import pose_from_motion
 from engine.data.speech import speech_take
 
 RESOLUTIONS = ((640, 352), (1280, 720))
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    p50, p90, p99 = np.percentile(values, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99)}
 
 
 def run(clips: int, seconds: float) -> dict:
@@ -63,7 +55,7 @@ def run(clips: int, seconds: float) -> dict:
                     "height": height,
                     "threads": threads,
                     "frames_per_s": frames / sum(per_clip),
-                    "clip_seconds": _percentiles(per_clip),
+                    "clip_seconds": percentiles(per_clip),
                 }
             )
     # On-the-fly training windows at the tiny preset's LR and HR sizes (what CPU training consumes).
@@ -85,14 +77,10 @@ def run(clips: int, seconds: float) -> dict:
         )
     return {
         "bench": "procedural render",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "device": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        **environment(),
         "clips": clips,
         "clip_frames": poses[0][1].frames,
-        "speech_seconds_per_clip": _percentiles(speech_s),
+        "speech_seconds_per_clip": percentiles(speech_s),
         "render": results,
         "on_the_fly_windows_1_thread": windows,
     }
@@ -104,11 +92,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    report = json.dumps(run(args.clips, args.seconds), indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
-    print(report)
+    print(write_report(run(args.clips, args.seconds), args.out))
 
 
 if __name__ == "__main__":

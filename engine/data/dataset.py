@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
 from engine.config import TimeBase
 from engine.data.clip import check_resolution, make_clip
@@ -113,6 +113,29 @@ class ClipWindows(Dataset):
         return cut_window(c.frames, c.audio, c.points, c.visibility, c.mouth_open, start, self.spec) | {
             "identity": c.meta["identity"]
         }
+
+
+class ClipGroupedSampler(Sampler[int]):
+    """Shuffles clips, then the windows inside each clip: consecutive windows share a clip.
+
+    A plain shuffle would make ClipWindows decode a whole clip for every window it
+    returns; grouped, each clip is decoded once per epoch and still seen in random order.
+    """
+
+    def __init__(self, dataset: ClipWindows, generator: torch.Generator | None = None) -> None:
+        self.groups: dict[int, list[int]] = {}
+        for item, (clip, _) in enumerate(dataset.index):
+            self.groups.setdefault(clip, []).append(item)
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return sum(len(g) for g in self.groups.values())
+
+    def __iter__(self) -> Iterator[int]:
+        clips = list(self.groups)
+        for c in torch.randperm(len(clips), generator=self.generator).tolist():
+            items = self.groups[clips[c]]
+            yield from (items[i] for i in torch.randperm(len(items), generator=self.generator).tolist())
 
 
 class ProceduralWindows(IterableDataset):

@@ -91,11 +91,15 @@ def plan_segments(samples: int, config: Config) -> list[Segment]:
     for seg in iter_segments(config):
         if seg.first_frame >= total:
             break
-        plan.append(_cut(seg, total - seg.first_frame))
+        plan.append(end_at(seg, total))
     return plan
 
 
-def _cut(seg: Segment, remaining: int) -> Segment:
+def end_at(seg: Segment, total_frames: int) -> Segment:
+    """The segment of a stream that ends after `total_frames` video frames (it emits fewer frames)."""
+    remaining = total_frames - seg.first_frame
     if remaining >= seg.frames:
         return seg
+    if remaining <= 0:
+        raise ValueError(f"segment {seg.index} starts at frame {seg.first_frame}, after the end")
     return dataclasses.replace(seg, output_frames=remaining)

@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader
 
 from engine.audio.encoder import AudioEncoder
 from engine.config import Config
-from engine.data.dataset import ClipWindows, ProceduralWindows, WindowSpec
+from engine.data.dataset import ClipGroupedSampler, ClipWindows, ProceduralWindows, WindowSpec
+from engine.exceptions import ConfigError
 from engine.models.pose import PoseHead, pose_loss
 from engine.models.vae import VideoAutoencoder
 
@@ -49,9 +50,26 @@ def psnr(a: Tensor, b: Tensor) -> float:
     return float(10 * torch.log10(1.0 / F.mse_loss(a.clamp(0, 1), b).clamp_min(1e-10)))
 
 
+def random_crop(frames: Tensor, size: int, multiple: int) -> Tensor:
+    """The same random size x size window (corner on a `multiple` grid) of every frame [..., H, W]."""
+    H, W = frames.shape[-2:]
+    if size >= min(H, W):
+        return frames
+    top = int(torch.randint(0, (H - size) // multiple + 1, ())) * multiple
+    left = int(torch.randint(0, (W - size) // multiple + 1, ())) * multiple
+    return frames[..., top : top + size, left : left + size]
+
+
 class VAETask(Task):
+    """Reconstruction (L1 + MSE). The autoencoder is fully convolutional, so it trains on random
+    crops (`crop` pixels, much cheaper on a CPU) and is evaluated on whole held-out frames."""
+
+    crop: int | None = None
+
     def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
         frames = batch["frames"].transpose(1, 2)  # [B, 3, T, H, W]
+        if self.crop:
+            frames = random_crop(frames, self.crop, self.model.config.time.vae_spatial_stride)
         recon = self.model(frames)
         loss = F.l1_loss(recon, frames) + F.mse_loss(recon, frames)
         return loss, {"psnr": psnr(recon.detach(), frames)}
@@ -103,13 +121,24 @@ class AudioTask(Task):
         return {"held_out_mouth_corr": float(torch.corrcoef(torch.stack((pred, target)))[0, 1])}
 
 
-def build_task(name: str, config: Config, width: int | None = None, height: int | None = None) -> Task:
-    """The task with its model (fresh) and window spec (default sizes: HR for vae, LR otherwise)."""
+def build_task(
+    name: str, config: Config, width: int | None = None, height: int | None = None, crop: int | None = None
+) -> Task:
+    """The task with its model (fresh) and window spec (default sizes: HR for vae, LR otherwise).
+
+    crop: vae only, train on random crops of this many pixels (a multiple of the VAE stride).
+    """
     res = config.hr if name == "vae" else config.lr
     w, h = width or res.width, height or res.height
+    if crop is not None and (name != "vae" or crop <= 0 or crop % config.time.vae_spatial_stride):
+        raise ConfigError(
+            f"--crop is for the vae task, a positive multiple of {config.time.vae_spatial_stride}; got {crop}"
+        )
     if name == "vae":
         spec = WindowSpec(frames=1 + 2 * config.time.vae_temporal_stride, width=w, height=h)
-        return VAETask(name, "vae", VideoAutoencoder(config), {}, spec)
+        task = VAETask(name, "vae", VideoAutoencoder(config), {}, spec)
+        task.crop = crop
+        return task
     if name == "pose":
         return PoseTask(name, "pose", PoseHead(config), {}, WindowSpec(frames=4, width=w, height=h))
     if name == "audio":
@@ -125,9 +154,10 @@ def batches(
     """An endless stream of training batches."""
     if data is not None:
         dataset = ClipWindows(data, task.spec, hop=max(1, task.spec.frames // 2))
+        order = ClipGroupedSampler(dataset, torch.Generator().manual_seed(seed))
         while True:
             yield from DataLoader(
-                dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True
+                dataset, batch_size=batch, sampler=order, num_workers=workers, drop_last=True
             )
     # Seeds of on-the-fly clips never reach the held-out range.
     for epoch in itertools.count():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,6 +39,16 @@ class TrainSettings:
     checkpoint_every: int = 200
     log_every: int = 10
     grad_clip: float = 1.0
+    warmup: int = 100  # steps of linear learning-rate warm-up, then a cosine decay to `final_lr_ratio`
+    final_lr_ratio: float = 0.1
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of optimizer step `step` (0-based): a function of the step, so resume keeps it."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.steps - self.warmup))
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return self.lr * (self.final_lr_ratio + (1 - self.final_lr_ratio) * cosine)
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, Tensor]:
@@ -129,6 +140,9 @@ class Trainer:
         start = time.perf_counter()
         while self.step < s.steps:
             loss, stats = step_fn(next(batches))
+            lr = s.lr_at(self.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -138,6 +152,7 @@ class Trainer:
             row = {
                 "step": self.step,
                 "loss": float(loss.detach()),
+                "lr": lr,
                 "seconds": time.perf_counter() - start,
                 **stats,
             }

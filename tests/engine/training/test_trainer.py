@@ -1,3 +1,4 @@
+import itertools
 import json
 import math
 from pathlib import Path
@@ -10,6 +11,7 @@ from engine.config import get_preset
 from engine.exceptions import ConfigError
 from engine.training.tasks import TASKS, Task, batches, build_task, held_out
 from engine.training.trainer import Trainer, TrainSettings
+from ihuman.cli import main
 
 TINY = get_preset("tiny")
 
@@ -76,3 +78,22 @@ def test_clips_shorter_than_a_window_are_refused() -> None:
     task = _task("audio")
     with pytest.raises(ConfigError, match="shorter than a window"):
         next(batches(task, 2, seed=0, seconds=_seconds(task) / 2, workers=0))
+
+
+def test_learning_rate_warms_up_then_decays_by_step() -> None:
+    s = TrainSettings(steps=1000, lr=1e-3, warmup=100, final_lr_ratio=0.1)
+    rates = [s.lr_at(i) for i in range(1000)]
+    assert rates[0] == pytest.approx(1e-5) and rates[99] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in itertools.pairwise(rates[99:]))
+    assert rates[-1] == pytest.approx(1e-4, rel=1e-3)
+
+
+def test_cli_trains_resumes_and_evaluates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "pose", "--out", str(tmp_path), "--batch", "2", "--res", "64x32", "--seconds", "0.4"]
+    assert main([*args, "--steps", "2", "--eval-clips", "1"]) == 0
+    assert main([*args, "--steps", "3", "--eval-clips", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming pose at step 2" in out
+    assert json.loads((tmp_path / "eval_pose.json").read_text())["step"] == 3
+    assert main(["train", "pose", "--out", str(tmp_path / "x"), "--crop", "32"]) == 2
+    assert "--crop is for the vae task" in capsys.readouterr().err

@@ -1,0 +1,87 @@
+"""Reference images: read any common format with limits, fit them to a frame size.
+
+The size is checked from the header before any pixel is decoded, so a small
+file that claims a huge image (a decompression bomb) costs nothing. EXIF
+orientation is applied (phone photos), and transparency is composited onto
+white.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+from engine.media.errors import MediaError
+
+log = logging.getLogger(__name__)
+
+MAX_IMAGE_PIXELS = 36_000_000  # a 36-megapixel photo (7360x4912) is the largest accepted
+MAX_IMAGE_BYTES = 64 * 1024 * 1024  # larger files are refused before they are read
+
+
+def read_image(source: Path | str | bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Tensor:
+    """An image file (path or bytes) -> uint8 RGB [3, H, W]; MediaError when it cannot be used."""
+    name = "the uploaded image" if isinstance(source, bytes) else str(source)
+    if not isinstance(source, bytes):
+        path = Path(source)
+        if not path.is_file():
+            raise MediaError(f"{name}: no such file")
+        if path.stat().st_size > MAX_IMAGE_BYTES:
+            raise MediaError(f"{name}: {path.stat().st_size} bytes, more than the {MAX_IMAGE_BYTES} accepted")
+        source = path.read_bytes()
+    elif len(source) > MAX_IMAGE_BYTES:
+        raise MediaError(f"{name}: {len(source)} bytes, more than the {MAX_IMAGE_BYTES} accepted")
+    if not source:
+        raise MediaError(f"{name}: the file is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(source))
+            width, height = image.size  # from the header: nothing decoded yet
+            if width * height > max_pixels:
+                raise MediaError(
+                    f"{name}: {width}x{height} is {width * height:,} pixels, more than the "
+                    f"{max_pixels:,} accepted; scale it down first"
+                )
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                image = image.convert("RGBA")
+                background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(background, image)
+            rgb = np.asarray(image.convert("RGB"))
+    except UnidentifiedImageError:
+        raise MediaError(f"{name}: not an image format we read (PNG, JPEG, WebP, BMP, GIF, TIFF)") from None
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as e:
+        raise MediaError(f"{name}: the image is corrupted or truncated ({e})") from None
+    log.debug("read %s: %dx%d", name, width, height)
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
+
+
+def fit_image(image: Tensor, width: int, height: int) -> Tensor:
+    """uint8 [3, H, W] -> float [3, height, width] in [0, 1]: scaled to cover the frame, centre-cropped.
+
+    Covering (not letterboxing) keeps the person as large as the frame allows and
+    adds no borders the generator never saw in training.
+    """
+    _, h, w = image.shape
+    scale = max(width / w, height / h)
+    sw, sh = max(width, round(w * scale)), max(height, round(h * scale))
+    x = image[None].float() / 255.0
+    if (sh, sw) != (h, w):
+        x = F.interpolate(x, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (sh - height) // 2, (sw - width) // 2
+    return x[0, :, top : top + height, left : left + width].clamp(0, 1)

@@ -1,0 +1,140 @@
+"""`ihuman render`: the live algorithm offline, on the committed fixture (tiny preset, random weights)."""
+
+import wave
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from engine.config import get_preset
+from engine.media.errors import MediaError
+from engine.parts import Parts
+from engine.render import RenderOptions, render
+from ihuman.cli import main
+from tests.engine.media.test_audio_file import write_wav
+
+TINY = get_preset("tiny")
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "procedural" / "clip_001000"
+
+
+@pytest.fixture(scope="module")
+def parts() -> Parts:
+    return Parts.random(TINY, seed=3)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture clip's first frame as a PNG."""
+    path = tmp_path_factory.mktemp("ref") / "reference.png"
+    with av.open(str(FIXTURE / "video.mkv")) as container:
+        next(container.decode(video=0)).to_image().save(path)
+    return path
+
+
+def _wav_samples(path: Path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), "<i2")
+
+
+def _read_mp4(path: Path) -> tuple[dict, list[np.ndarray], np.ndarray]:
+    with av.open(str(path)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        info = {
+            "video_codec": v.codec_context.name,
+            "fps": v.average_rate,
+            "audio_codec": a.codec_context.name,
+            "audio_rate": a.codec_context.sample_rate,
+            "size": (v.codec_context.width, v.codec_context.height),
+        }
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        c.seek(0)
+        audio = np.concatenate([f.to_ndarray() for f in c.decode(audio=0)], axis=1)[0]
+    return info, frames, audio
+
+
+def test_fixture_renders_to_a_playable_mp4_as_long_as_its_audio(
+    parts: Parts, reference: Path, tmp_path: Path
+) -> None:
+    wav = FIXTURE / "audio.wav"
+    samples = _wav_samples(wav)
+    report = render(parts, reference, wav, tmp_path / "out.mp4")
+    info, frames, audio = _read_mp4(tmp_path / "out.mp4")
+    assert info["video_codec"] == "h264" and info["audio_codec"] == "aac" and info["fps"] == 25
+    assert info["size"] == (TINY.hr.width, TINY.hr.height)
+    assert len(frames) == report.frames == -(-len(samples) // 640)
+    assert abs(len(frames) / 25 - len(samples) / 16_000) <= 1 / 25  # within one frame
+    # AAC is lossy, but its priming is cut by the edit list: the speech lines up to the sample.
+    x = samples.astype(np.float64) / 32767
+    onset = int(np.argmax(np.abs(x) > 0.05))  # the fixture starts with silence
+    speech = x[onset : onset + 4000]
+    lags = range(-200, 201)
+    corr = [np.dot(speech, audio[onset + lag : onset + lag + 4000]) for lag in lags]
+    assert lags[int(np.argmax(corr))] == 0
+    error = audio[onset : onset + 4000] - speech
+    assert 10 * np.log10(np.sum(speech**2) / np.sum(error**2)) > 15  # dB
+    assert not (tmp_path / "out.mp4.partial").exists()
+
+
+def test_lossless_audio_is_bit_exact(parts: Parts, reference: Path, tmp_path: Path) -> None:
+    wav = FIXTURE / "audio.wav"
+    render(parts, reference, wav, tmp_path / "out.mp4", RenderOptions(audio_codec="flac"))
+    _, _, audio = _read_mp4(tmp_path / "out.mp4")
+    np.testing.assert_array_equal(audio, _wav_samples(wav))
+
+
+@pytest.mark.parametrize("seconds", [0.01, 0.1, 0.35, 1.3])
+def test_any_length_gets_one_frame_per_started_40_ms(
+    parts: Parts, reference: Path, tmp_path: Path, seconds: float
+) -> None:
+    rate = 22_050
+    wav = write_wav(tmp_path / "a.wav", 0.1 * np.sin(np.arange(round(seconds * rate)) / 7.0), rate)
+    report = render(parts, reference, wav, tmp_path / "out.mp4", RenderOptions(size=(64, 36)))
+    info, frames, _ = _read_mp4(tmp_path / "out.mp4")
+    assert info["audio_rate"] == rate and info["size"] == (64, 36)
+    assert len(frames) == report.frames == -(-round(seconds * 16_000) // 640)
+
+
+def test_same_seed_same_video_other_seed_other_video(parts: Parts, reference: Path, tmp_path: Path) -> None:
+    wav = write_wav(tmp_path / "a.wav", np.zeros(16_000), 16_000)
+    videos = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        render(parts, reference, wav, tmp_path / f"{name}.mp4", RenderOptions(seed=seed))
+        videos.append(np.stack(_read_mp4(tmp_path / f"{name}.mp4")[1]))
+    assert np.array_equal(videos[0], videos[1])
+    assert not np.array_equal(videos[0], videos[2])
+
+
+def test_empty_audio_is_refused_and_leaves_no_file(parts: Parts, reference: Path, tmp_path: Path) -> None:
+    wav = write_wav(tmp_path / "empty.wav", np.zeros(0), 16_000)
+    with pytest.raises(MediaError, match="empty"):
+        render(parts, reference, wav, tmp_path / "out.mp4")
+    assert list(tmp_path.iterdir()) == [wav]
+
+
+def test_cli_reports_bad_inputs_clearly(
+    reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wav = FIXTURE / "audio.wav"
+    (tmp_path / "notes.txt").write_text("hello")
+    cases = [
+        (["--image", str(tmp_path / "notes.txt"), "--audio", str(wav)], "not an image format"),
+        (["--image", str(reference), "--audio", str(tmp_path / "notes.txt")], "not an audio format"),
+        (["--image", str(tmp_path / "none.png"), "--audio", str(wav)], "no such file"),
+    ]
+    for args, message in cases:
+        code = main(["render", *args, "--out", str(tmp_path / "o.mp4"), "--random-weights"])
+        assert code == 2
+        assert message in capsys.readouterr().err
+    assert not list(tmp_path.glob("o.mp4*"))
+
+
+def test_cli_without_a_bundle_says_what_to_pass(
+    reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ihuman.cli.DEFAULT_BUNDLE", tmp_path / "no-demo")
+    code = main(
+        ["render", "--image", str(reference), "--audio", str(FIXTURE / "audio.wav"), "--out", "x.mp4"]
+    )
+    assert code == 2
+    assert "--random-weights" in capsys.readouterr().err
