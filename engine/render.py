@@ -125,8 +125,8 @@ def render(
                     if planned.first_frame >= feed.total_frames:
                         break
                     seg = end_at(planned, feed.total_frames)
-                refined = refine.run(low.run(seg, features.windows(seg)))
-                writer.write_video(_resize(refined.frames[: seg.output_frames], size).numpy())
+                frames = refine.run(low.run(seg, features.windows(seg)))
+                writer.write_video(_resize(frames[: seg.output_frames], size).numpy())
                 rss_after_first = rss_after_first or rss_mb()
                 if on_progress:
                     on_progress(writer.frames_written, feed.total_frames or estimate)

@@ -8,7 +8,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from engine.config import Config
+from engine.config import AudioConfig, Config, DiTConfig, Resolution, TextConfig, VAEConfig, get_preset
 from engine.models.lr_a2v import LRConditions
 from engine.models.refiner import RefinerConditions
 from engine.models.text import tokenize
@@ -76,3 +76,22 @@ def refiner_batch(config: Config, batch: int = 2, motion: int | None = None) -> 
 
 def refiner_conditions(b: RefinerBatch) -> RefinerConditions:
     return RefinerConditions(prefix=b.prefix, motion=b.motion, lr=b.lr, pose=b.pose, text=b.text)
+
+
+def micro_config() -> Config:
+    """The tiny preset shrunk to the smallest shapes the config allows: every part is real and
+    runs in a few milliseconds per segment, for tests of the streaming machinery over long
+    (virtual) times."""
+    return get_preset("tiny").replace(
+        name="micro",
+        lr=Resolution(32, 16),
+        hr=Resolution(64, 32),
+        latent_channels=4,
+        lr_a2v=DiTConfig(width=32, depth=1, heads=2),
+        refiner=DiTConfig(width=32, depth=1, heads=2),
+        text=TextConfig(dim=16, depth=1, heads=1, max_bytes=16),
+        audio=AudioConfig(
+            feature_dim=16, left_context_frames=2, lookahead_frames=2, encoder_width=16, encoder_layers=1
+        ),
+        vae=VAEConfig(encoder_channels=(8, 8, 8), decoder_channels=(8, 8, 8)),
+    )

@@ -19,13 +19,16 @@ from engine.streaming.segments import Segment
 
 
 class AudioFeatureStream:
-    def __init__(self, encoder: AudioEncoder, config: Config) -> None:
+    def __init__(self, encoder: AudioEncoder, config: Config, start_frame: int = 0) -> None:
+        """start_frame: the video frame the first pushed sample belongs to (what came before is
+        silence to the encoder); a live session restarts its stream there after an interrupt."""
         self.config = config
         self.encoder = StreamingAudioEncoder(encoder)
         device = next(encoder.parameters()).device
         self.features = torch.zeros(0, config.audio.feature_dim, device=device)  # frames base, base+1, ...
-        self.base = 0  # video frame of features[0]
-        self.samples = 0  # samples pushed so far (pts of the next sample)
+        self.origin = start_frame  # frames before it are silence to the encoder
+        self.base = start_frame  # video frame of features[0]
+        self.samples = start_frame * config.time.samples_per_frame  # pts of the next sample
         self.finished = False
 
     @property
@@ -61,8 +64,9 @@ class AudioFeatureStream:
         """
         left = self.config.audio.left_context_frames
         start = seg.context_first_frame - left
-        if start < self.base and self.base > 0:
+        if start < self.base and self.base > self.origin:
             raise ValueError(f"segment {seg.index} needs audio frame {start}, already released")
+        # Frames before `base` are zeros here: silence before the origin (or the stream's start).
         windows = latent_audio_windows(
             self.features[None], seg.context_first_frame - self.base, seg.latent_frames, self.config
         )

@@ -1,14 +1,19 @@
 """The two compute stages of a session, shared by `ihuman render` and the live engine.
 
     LowResStage   audio windows + motion latents -> LR-A2V (k Euler steps) -> new LR latents
-    RefineStage   LR latents -> LR decode -> pose head -> pose tensor P'
-                  -> PG-Refiner (1 step) on the degraded LR latent -> HR decode -> frames
+                  -> LR decode -> pose head                     (CUDA stream A | CPU thread A)
+    RefineStage   pose tensor P' + degraded LR latent -> PG-Refiner (1 step)
+                  -> HR decode -> frames                        (CUDA stream B | CPU thread B)
 
-DESIGN.md's data flow runs them as stream A and stream B: segment n + 1's
-low-res generation may overlap segment n's refinement, so the stages share
-nothing mutable. Each keeps its own per-session state (motion latents, the
-autoencoder's causal decoder memory, its noise generator); the reference
-prefix latents are encoded once per session (`Reference`).
+The live engine runs them as two workers, so segment n + 1's low-res work
+overlaps segment n's refinement. The LR decode and the pose head sit in the
+first stage (DESIGN.md draws them in the second): there they balance the two
+workers' compute (the HR decode alone outweighs LR-A2V on a CPU), and the
+decoded LR frames, the fallback when the refiner is late, exist as soon as the
+first stage ends. The stages share nothing mutable. Each keeps its own
+per-session state (motion latents, the causal decoder's memory, its noise
+generator); the reference prefix latents are encoded once per session
+(`Reference`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from engine.config import Config
@@ -70,22 +76,54 @@ def _keep_last(history: Tensor, new: Tensor, count: int) -> Tensor:
     return both[:, :, both.shape[2] - count :]
 
 
+@dataclass(frozen=True)
+class DecodedLowRes:
+    """A segment's LR latents, decoded, with the pose the refiner is guided by."""
+
+    latents: Tensor  # [1, C, N, h, w]
+    frames: Tensor  # float [T, 3, h, w] in [0, 1]
+    keypoints: Tensor  # [T, K, 2] canvas units, from the pose head
+
+    def preview(self, width: int, height: int) -> Tensor:
+        """The LR frames upsampled to width x height: uint8 [T, H, W, 3] on the CPU (a fallback)."""
+        up = F.interpolate(self.frames, size=(height, width), mode="bilinear", align_corners=False)
+        return to_uint8(up)
+
+
+def to_uint8(frames: Tensor) -> Tensor:
+    """float [T, 3, H, W] in [0, 1] -> uint8 [T, H, W, 3] on the CPU."""
+    return (frames.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+@torch.no_grad()
+def _primed_decoder(parts: Parts, prefix: Tensor) -> DecoderState:
+    # The prefix is the first latent of each stream (decoded alone, to one frame, which is
+    # dropped); it gives the causal decoder the memory the generated latents follow.
+    _, state = parts.vae.decoder.decode(prefix)
+    return state
+
+
 class LowResStage:
-    """LR-A2V for one session: each call generates the new latents of the next segment."""
+    """LR-A2V, LR decode and pose head for one session: each call does the next segment."""
 
     def __init__(self, parts: Parts, reference: Reference, settings: GenerationSettings) -> None:
         cfg, device = parts.config, parts.device
-        self.config, self.model = cfg, parts.lr_a2v
+        self.config, self.parts, self.model = cfg, parts, parts.lr_a2v
         self.prefix = reference.lr_prefix
         self.text = tokenize([settings.text], cfg.text, device)
-        self.times = sampling_times(settings.lr_steps, cfg.flow.lr_time_shift, device)
+        self.steps = settings.lr_steps
         self.guidance = self.model.guidance()
         self.generator = torch.Generator(device).manual_seed(settings.seed)
         self.motion = self.prefix[:, :, :0]  # the last generated latents, up to segment.motion_latents
+        self.decoder = _primed_decoder(parts, reference.lr_prefix)
 
     @torch.no_grad()
-    def run(self, seg: Segment, audio: Tensor) -> Tensor:
-        """audio windows [1, M + N, A, D] -> the segment's new LR latents [1, C, N, h, w]."""
+    def generate(self, seg: Segment, audio: Tensor, steps: int | None = None) -> Tensor:
+        """audio windows [1, M + N, A, D] -> the segment's new LR latents [1, C, N, h, w].
+
+        steps: Euler steps for this segment (default: the session's); the live engine
+        lowers it when it must degrade.
+        """
         motion = self.motion[:, :, self.motion.shape[2] - seg.motion_latents :]
         if motion.shape[2] != seg.motion_latents:
             raise ValueError(
@@ -94,20 +132,26 @@ class LowResStage:
         cond = LRConditions(prefix=self.prefix, motion=motion, audio=audio, text=self.text)
         C, (h, w) = self.config.latent_channels, self.config.lr_latent_grid
         noise = torch.randn(1, C, seg.new_latents, h, w, generator=self.generator, device=self.prefix.device)
-        latents = euler_sample(self.model.velocity(cond, self.guidance), noise, self.times)
+        times = sampling_times(steps or self.steps, self.config.flow.lr_time_shift, self.prefix.device)
+        latents = euler_sample(self.model.velocity(cond, self.guidance), noise, times)
         self.motion = _keep_last(self.motion, latents, self.config.segment.motion_latents)
         return latents
 
+    @torch.no_grad()
+    def decode(self, latents: Tensor) -> DecodedLowRes:
+        """New LR latents [1, C, N, h, w] -> their LR frames and keypoints."""
+        video, self.decoder = self.parts.vae.decoder.decode(latents, self.decoder)
+        frames = video[0].transpose(0, 1).clamp(0, 1)  # [T, 3, h, w]
+        points, _ = self.parts.pose(frames)  # [T, K, 2]
+        return DecodedLowRes(latents=latents, frames=frames, keypoints=points)
 
-@dataclass(frozen=True)
-class RefinedSegment:
-    frames: Tensor  # uint8 [T, H, W, 3] the HR output frames, on the CPU
-    lr_frames: Tensor  # float [T, 3, h, w] the decoded LR frames (a fallback when refining is late)
-    keypoints: Tensor  # [T, K, 2] canvas units, as the pose head saw them
+    def run(self, seg: Segment, audio: Tensor, steps: int | None = None) -> DecodedLowRes:
+        """generate + decode: one segment of the first stage."""
+        return self.decode(self.generate(seg, audio, steps))
 
 
 class RefineStage:
-    """LR decode, pose, PG-Refiner and HR decode for one session."""
+    """PG-Refiner + HR decode for one session: each call refines the next segment."""
 
     def __init__(self, parts: Parts, reference: Reference, settings: GenerationSettings) -> None:
         cfg, device = parts.config, parts.device
@@ -119,36 +163,24 @@ class RefineStage:
         # Its own generator: the stages may run at the same time on two threads or CUDA streams.
         self.generator = torch.Generator(device).manual_seed(settings.seed + 1)
         self.motion = self.prefix[:, :, :0]  # the last HR latents, up to segment.refiner_motion_latents
-        self.lr_decoder = self._primed(reference.lr_prefix)
-        self.hr_decoder = self._primed(reference.hr_prefix)
+        self.decoder = _primed_decoder(parts, reference.hr_prefix)
 
     @torch.no_grad()
-    def _primed(self, prefix: Tensor) -> DecoderState:
-        # The prefix is the first latent of each stream (decoded alone, to one frame, which is
-        # dropped); it gives the causal decoder the memory the generated latents follow.
-        _, state = self.parts.vae.decoder.decode(prefix)
-        return state
-
-    @torch.no_grad()
-    def run(self, lr_latents: Tensor) -> RefinedSegment:
-        """The new LR latents [1, C, N, h, w] of a segment -> its 4N refined frames."""
+    def run(self, low: DecodedLowRes) -> Tensor:
+        """PG-Refiner guided by the degraded LR latent and the pose, then HR decode: uint8 [T, H, W, 3]."""
         cfg, parts = self.config, self.parts
-        lr_video, self.lr_decoder = parts.vae.decoder.decode(lr_latents, self.lr_decoder)
-        lr_frames = lr_video[0].transpose(0, 1).clamp(0, 1)  # [T, 3, h, w]
-        points, _ = parts.pose(lr_frames)  # [T, K, 2]
         Hp, Wp = cfg.pose_size
         # The rasteriser is plain torch on the CPU (strokes in bounding boxes); its tensor is small.
-        pose = pose_tensor(points.float().cpu(), Wp, Hp)[None].to(lr_latents)  # [1, 8, T, Hp, Wp]
-        degraded = degrade_latent(lr_latents, self.sigma, self.noise_level, self.generator)
+        pose = pose_tensor(low.keypoints.float().cpu(), Wp, Hp)[None].to(low.latents)  # [1, 8, T, Hp, Wp]
+        degraded = degrade_latent(low.latents, self.sigma, self.noise_level, self.generator)
         cond = RefinerConditions(
             prefix=self.prefix, motion=self.motion, lr=degraded, pose=pose, text=self.text
         )
         C, (H, W) = cfg.latent_channels, cfg.hr_latent_grid
         noise = torch.randn(
-            1, C, lr_latents.shape[2], H, W, generator=self.generator, device=lr_latents.device
+            1, C, low.latents.shape[2], H, W, generator=self.generator, device=low.latents.device
         )
         hr_latents = euler_sample(parts.refiner.velocity(cond), noise, self.times)
         self.motion = _keep_last(self.motion, hr_latents, cfg.segment.refiner_motion_latents)
-        video, self.hr_decoder = parts.vae.decoder.decode(hr_latents, self.hr_decoder)  # [1, 3, T, H, W]
-        frames = (video[0].permute(1, 2, 3, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-        return RefinedSegment(frames=frames, lr_frames=lr_frames, keypoints=points)
+        video, self.decoder = parts.vae.decoder.decode(hr_latents, self.decoder)  # [1, 3, T, H, W]
+        return to_uint8(video[0].transpose(0, 1))

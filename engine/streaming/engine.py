@@ -1,0 +1,162 @@
+"""The Engine: model parts loaded once, shared by every session it opens.
+
+Before the first session it measures one segment's compute (warm-up, on the
+session clock), which sets the automatic target delay and the on-time
+estimate sessions start from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engine.config import get_preset
+from engine.exceptions import EngineError
+from engine.media.image import fit_image, read_image
+from engine.parts import Parts
+from engine.streaming.clock import Clock, RealClock
+from engine.streaming.pacing import target_delay
+from engine.streaming.segments import segment
+from engine.streaming.session import Session, SessionOptions, StageWrapper
+from engine.streaming.stages import GenerationSettings, LowResStage, Reference, RefineStage
+from engine.streaming.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+class TooManySessionsError(EngineError):
+    """The engine already runs its maximum number of sessions."""
+
+
+@dataclass(frozen=True)
+class ComputeEstimate:
+    """Seconds one segment takes in each stage (measured at warm-up)."""
+
+    low_res: float
+    refine: float
+
+    @property
+    def total(self) -> float:
+        return self.low_res + self.refine
+
+
+class Engine:
+    def __init__(self, parts: Parts, *, clock: Clock | None = None, max_sessions: int | None = None) -> None:
+        self.parts = parts
+        self.config = parts.config
+        self.clock: Clock = clock or RealClock()
+        self.max_sessions = max_sessions
+        self.sessions: set[Session] = set()
+        self._estimate: ComputeEstimate | None = None
+        self._estimate_lock = asyncio.Lock()
+        self._ids = itertools.count(1)
+
+    @classmethod
+    def load(
+        cls,
+        bundle: Path | str | None = None,
+        *,
+        preset: str = "tiny",
+        device: torch.device | str = "cpu",
+        clock: Clock | None = None,
+        max_sessions: int | None = None,
+    ) -> Engine:
+        """From a bundle, or (bundle None) the preset with random weights (to measure speed)."""
+        parts = (
+            Parts.from_bundle(bundle, device) if bundle else Parts.random(get_preset(preset), device=device)
+        )
+        return cls(parts, clock=clock, max_sessions=max_sessions)
+
+    async def estimate(self) -> ComputeEstimate:
+        """One segment's compute per stage, measured once on a warm-up session (silent audio)."""
+        async with self._estimate_lock:
+            if self._estimate is None:
+                self._estimate = await self._measure()
+                e = self._estimate
+                log.info(
+                    "segment compute: low-res %.0f ms, refine %.0f ms", e.low_res * 1000, e.refine * 1000
+                )
+        return self._estimate
+
+    async def _measure(self, segments: int = 2) -> ComputeEstimate:
+        cfg, parts = self.config, self.parts
+        image = torch.full((3, cfg.hr.height, cfg.hr.width), 128, dtype=torch.uint8)
+        worker = Worker("warm-up", parts.device)
+        try:
+            reference = await self.clock.compute(worker, "reference", Reference.encode, parts, image)
+            settings = GenerationSettings.from_config(cfg)
+            low, refine = LowResStage(parts, reference, settings), RefineStage(parts, reference, settings)
+            audio = torch.zeros(
+                1,
+                cfg.segment.motion_latents + cfg.segment.new_latents,
+                cfg.audio_tokens_per_latent,
+                cfg.audio.feature_dim,
+                device=parts.device,
+            )
+            times = {}
+            for index in range(segments):  # the first run pays one-time costs; the last one counts
+                seg = segment(index, cfg)
+                windows = audio[:, : seg.latent_frames]
+                start = self.clock.now()
+                decoded = await self.clock.compute(worker, "low_res", low.run, seg, windows)
+                mid = self.clock.now()
+                await self.clock.compute(worker, "refine", refine.run, decoded)
+                times = {"low_res": mid - start, "refine": self.clock.now() - mid}
+        finally:
+            await worker.close()
+        return ComputeEstimate(**times)
+
+    async def open_session(
+        self,
+        reference_image: Tensor | Path | str | bytes,
+        text: str | None = None,
+        options: SessionOptions | None = None,
+        *,
+        wrap: StageWrapper | None = None,
+    ) -> Session:
+        """A new session animating `reference_image` (uint8 [3, H, W], or an image file / bytes)."""
+        if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
+            raise TooManySessionsError(f"all {self.max_sessions} sessions are in use; try again later")
+        options = options or SessionOptions()
+        image = reference_image if isinstance(reference_image, Tensor) else read_image(reference_image)
+        estimate = await self.estimate()
+        cfg = self.config
+        if options.target_delay_ms is not None:
+            delay = options.target_delay_ms / 1000
+        else:
+            delay = target_delay(cfg, estimate.total, options.jitter_ms / 1000, options.delay_safety)
+        worker = Worker("reference", self.parts.device)
+        try:
+            reference = await self.clock.compute(worker, "reference", Reference.encode, self.parts, image)
+        finally:
+            await worker.close()
+        first_frame = fit_image(image, cfg.hr.width, cfg.hr.height)
+        frame = (first_frame.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        session = Session(
+            self.parts,
+            self.clock,
+            reference,
+            np.ascontiguousarray(frame),
+            text,
+            options,
+            delay,
+            (estimate.low_res, estimate.total),
+            wrap=wrap,
+            name=f"session-{next(self._ids)}",
+        )
+        self.sessions.add(session)
+        return session
+
+    async def close_session(self, session: Session) -> None:
+        await session.close()
+        self.sessions.discard(session)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self.close_session(s) for s in list(self.sessions)))

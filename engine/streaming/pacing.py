@@ -1,0 +1,106 @@
+"""Pacing and the latency policy: the fixed target delay, frame due times, and degradation.
+
+A session fixes its delay D when it starts. Video frame n is due at
+`t0 + D + n / fps` and audio sample s at `t0 + D + s / rate`, so the output
+audio and video share one schedule (A/V offset 0 by construction) and the
+delay never grows: a frame that is not ready when due is replaced by a
+fallback, never waited for.
+
+D must cover the audio a segment waits for (its frames plus the lookahead),
+the compute of both stages one after the other (the pipeline overlaps
+segments, not the stages of one segment), and network jitter.
+
+When misses persist the policy degrades in steps — fewer LR flow steps, then
+one step, then the refiner skipped (the upsampled LR frames are shown) — and
+steps back up after a run of clean segments, waiting longer after each
+recovery that failed. Larger segments are not a step: they would need a larger
+D, and D is fixed for the session's life.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from engine.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def target_delay(config: Config, compute_s: float, jitter_s: float, safety: float) -> float:
+    """Seconds of delay that fit one segment's audio wait + `safety` x its compute + jitter."""
+    wait_frames = config.segment_video_frames + config.audio.lookahead_frames
+    return wait_frames / config.time.fps + safety * compute_s + jitter_s
+
+
+@dataclass(frozen=True)
+class Quality:
+    """What the pipeline runs at one degrade level."""
+
+    level: int
+    lr_steps: int
+    refine: bool  # False: the refiner is skipped and the upsampled LR frames are the output
+
+
+def quality_levels(lr_steps: int) -> list[Quality]:
+    """Full quality first, then cheaper steps (levels that would repeat the one before are left out)."""
+    steps = list(dict.fromkeys([lr_steps, max(1, lr_steps // 2), 1]))
+    levels = [Quality(i, s, True) for i, s in enumerate(steps)]
+    return [*levels, Quality(len(levels), 1, False)]
+
+
+class DegradePolicy:
+    """Decides the quality level from how many frames missed their due time, segment by segment."""
+
+    def __init__(
+        self,
+        lr_steps: int,
+        *,
+        enabled: bool = True,
+        window: int = 3,  # segments looked at to degrade
+        misses_to_degrade: int = 2,  # of them with a miss
+        clean_to_recover: int = 12,  # clean segments in a row before stepping back up
+        max_clean_to_recover: int = 96,
+    ) -> None:
+        self.levels = quality_levels(lr_steps)
+        self.enabled = enabled
+        self.level = 0
+        self.changes = 0
+        self._recent: deque[bool] = deque(maxlen=window)
+        self._misses_to_degrade = misses_to_degrade
+        self._clean_needed = clean_to_recover
+        self._max_clean = max_clean_to_recover
+        self._clean_run = 0
+        self._recovered_recently = False
+
+    @property
+    def quality(self) -> Quality:
+        return self.levels[self.level]
+
+    def end_of_segment(self, missed: bool) -> Quality | None:
+        """Record whether a segment had a miss; returns the new quality when the level changes."""
+        if not self.enabled:
+            return None
+        self._recent.append(missed)
+        self._clean_run = 0 if missed else self._clean_run + 1
+        if sum(self._recent) >= self._misses_to_degrade and self.level < len(self.levels) - 1:
+            if self._recovered_recently:  # the last recovery did not hold: wait longer next time
+                self._clean_needed = min(self._max_clean, 2 * self._clean_needed)
+            return self._change(self.level + 1, "degrade")
+        if self._clean_run >= self._clean_needed and self.level > 0:
+            self._recovered_recently = True
+            return self._change(self.level - 1, "recover")
+        if self._clean_run >= self._clean_needed:
+            self._recovered_recently = False
+        return None
+
+    def _change(self, level: int, why: str) -> Quality:
+        self.level = level
+        self.changes += 1
+        self._recent.clear()
+        self._clean_run = 0
+        q = self.quality
+        refiner = "on" if q.refine else "off"
+        log.info("%s to level %d: %d LR steps, refiner %s", why, level, q.lr_steps, refiner)
+        return q

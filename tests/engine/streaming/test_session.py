@@ -1,0 +1,430 @@
+"""Live sessions on a virtual clock (exact timing) and on the real clock (overlap of the two workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import math
+import threading
+import time
+import tracemalloc
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.audio.stream import AudioFeatureStream
+from engine.config import Config, get_preset
+from engine.frames import AudioChunk, FrameSource, VideoFrame
+from engine.parts import Parts
+from engine.streaming.clock import RealClock, VirtualClock
+from engine.streaming.engine import Engine, TooManySessionsError
+from engine.streaming.session import Session, SessionClosedError, SessionOptions
+from tests.factories import micro_config, randomize_
+
+FIXTURE = Path(__file__).parents[2] / "fixtures" / "procedural" / "clip_001000"
+MICRO = micro_config()
+TINY = get_preset("tiny")
+
+
+def _fixture_audio() -> np.ndarray:
+    with wave.open(str(FIXTURE / "audio.wav")) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768
+
+
+def _reference() -> torch.Tensor:
+    with av.open(str(FIXTURE / "video.mkv")) as container:
+        image = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    return torch.from_numpy(image).permute(2, 0, 1).contiguous()
+
+
+SPEECH = _fixture_audio()  # 3 s: silence, then speech
+REFERENCE = _reference()
+
+
+@pytest.fixture(scope="module")
+def micro_parts() -> Parts:
+    return Parts.random(MICRO, seed=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_parts() -> Parts:
+    return Parts.random(TINY, seed=1)
+
+
+@dataclass
+class Run:
+    """What a test session produced."""
+
+    session: Session
+    # repr=False: asyncio may repr a finished task's result, and printing every frame is slow.
+    frames: list[VideoFrame] = field(default_factory=list, repr=False)
+    audio: list[AudioChunk] = field(default_factory=list, repr=False)
+    pushed: list[tuple[int, np.ndarray]] = field(default_factory=list, repr=False)
+    stop_pushing: bool = False
+
+
+async def stream(
+    engine: Engine,
+    audio: np.ndarray,
+    seconds: float,
+    options: SessionOptions,
+    *,
+    piece: int = 320,
+    during: Callable[[Run], Any] | None = None,
+    wrap: Callable | None = None,
+) -> Run:
+    """Push `audio` in real-time pieces, collect `seconds` of frames and output audio, close."""
+    session = await engine.open_session(REFERENCE, options=options, wrap=wrap)
+    run = Run(session)
+    clock = engine.clock
+    end = session.t0 + session.delay + seconds
+
+    async def produce() -> None:
+        for start in range(0, len(audio), piece):
+            await clock.sleep_until(session.t0 + start / 16_000)
+            if run.stop_pushing:
+                return
+            chunk = audio[start : start + piece]
+            run.pushed.append((session.push_audio(chunk), chunk))
+
+    async def video() -> None:
+        async for frame in session.frames():
+            if frame.due >= end:
+                return
+            run.frames.append(frame)
+
+    async def sound() -> None:
+        async for chunk in session.audio_out():
+            if chunk.due >= end:
+                return
+            run.audio.append(chunk)
+
+    tasks = [asyncio.create_task(c) for c in (produce(), video(), sound())]
+    if during is not None:
+        tasks.append(asyncio.create_task(during(run)))
+    await asyncio.gather(*tasks[1:3])
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await engine.close_session(session)
+    return run
+
+
+def virtual_engine(parts: Parts, costs: dict[str, float]) -> Engine:
+    return Engine(parts, clock=VirtualClock(start=100.0, costs=lambda stage: costs.get(stage, 0.0)))
+
+
+async def finish(engine: Engine) -> None:
+    await engine.close()
+    assert isinstance(engine.clock, VirtualClock)
+    await engine.clock.aclose()
+
+
+def _segment_s(config: Config) -> float:
+    return config.segment_video_frames / config.time.fps
+
+
+# ----- exact output on a virtual clock ------------------------------------------------------------
+
+
+def test_every_frame_on_time_and_the_audio_delayed_to_match(tiny_parts: Parts) -> None:
+    seconds = 3.0
+    engine = virtual_engine(tiny_parts, {"low_res": 0.15, "refine": 0.25})
+
+    async def main() -> Run:
+        try:
+            return await stream(engine, SPEECH, seconds, SessionOptions(target_delay_ms=1000))
+        finally:
+            await finish(engine)
+
+    run = asyncio.run(main())
+    s = run.session
+    assert [f.pts for f in run.frames] == list(range(round(25 * seconds)))
+    assert all(f.times.emitted == f.due == s.frame_due(f.pts) for f in run.frames)  # the delay is D
+    assert all(f.source is FrameSource.REFINED for f in run.frames)
+    assert all(f.image.shape == (TINY.hr.height, TINY.hr.width, 3) for f in run.frames)
+    # Each frame depends on its segment's audio window: its own 40 ms plus context and lookahead.
+    for f in run.frames:
+        assert f.audio_start <= f.pts * 640 and (f.pts + 1) * 640 <= f.audio_stop
+    # The output audio is the input, sample for sample, due exactly D after it arrived.
+    out = np.concatenate([c.samples for c in run.audio])
+    assert [c.pts for c in run.audio] == list(range(0, len(out), 320))
+    np.testing.assert_array_equal(out, SPEECH[: len(out)])
+    assert all(c.due == s.sample_due(c.pts) for c in run.audio)
+    # A/V offset: frame n and audio sample 640 n leave at the same instant.
+    chunk_due = {c.pts: c.due for c in run.audio}
+    assert all(chunk_due[f.pts * 640] == f.due for f in run.frames)
+    stats = s.snapshot()
+    assert stats.av_offset_ms == pytest.approx(0.0, abs=1e-6)
+    assert stats.fallbacks == {}
+    assert stats.frames_out == len(run.frames) + 1  # the consumer stopped at the first frame past the end
+    assert stats.added_latency_ms is not None and stats.added_latency_ms["p99"] < 1000
+
+
+def test_frames_follow_the_audio() -> None:
+    """Different audio gives different frames (the model hears it), the same gives the same."""
+    parts = Parts.random(MICRO, seed=2)
+    for model in (parts.lr_a2v, parts.refiner):  # fresh DiTs ignore their conditions (adaLN-zero)
+        randomize_(model, std=0.1)
+
+    async def frames(audio: np.ndarray) -> np.ndarray:
+        engine = virtual_engine(parts, {"low_res": 0.05, "refine": 0.05})
+        try:
+            run = await stream(engine, audio, 2.0, SessionOptions(target_delay_ms=700, vad=False))
+        finally:
+            await finish(engine)
+        return np.stack([f.image for f in run.frames])
+
+    noise = np.random.default_rng(0).standard_normal(32_000).astype(np.float32) * 0.3
+    a, b, c = (asyncio.run(frames(x)) for x in (SPEECH[:32_000], SPEECH[:32_000], noise))
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    low_res=st.sampled_from([0.05, 0.2, 0.3, 0.45]),
+    refine=st.sampled_from([0.05, 0.25, 0.45, 0.9]),
+)
+def test_slow_stages_get_fallbacks_and_degrade_but_never_delay(
+    micro_parts: Parts, low_res: float, refine: float
+) -> None:
+    seconds, segment_s = 12.0, _segment_s(MICRO)
+    engine = virtual_engine(micro_parts, {"low_res": low_res, "refine": refine})
+    options = SessionOptions(target_delay_ms=1000)
+
+    async def main() -> Run:
+        try:
+            return await stream(engine, np.zeros(round(16_000 * seconds), np.float32), seconds, options)
+        finally:
+            await finish(engine)
+
+    run = asyncio.run(main())
+    stats = run.session.snapshot()
+    # The delay never grows: exactly 25 frames a second, each at its due time.
+    assert [f.pts for f in run.frames] == list(range(round(25 * seconds)))
+    assert all(f.times.emitted == f.due for f in run.frames)
+    fits = max(low_res, refine) < segment_s and low_res + refine + 0.4 + 0.04 <= 1.0
+    if fits:
+        assert stats.fallbacks == {} and stats.degrade_level == 0
+    else:
+        assert sum(stats.fallbacks.values()) > 0 and stats.degrade_changes > 0
+    if refine > segment_s and low_res < segment_s:
+        # Refining cannot keep up: the policy ends with the refiner off and the LR frames on time.
+        assert not stats.refiner
+        tail = run.frames[-50:]
+        assert all(f.source is FrameSource.LOW_RES for f in tail)
+
+
+def test_interrupt_drops_queued_speech_and_goes_idle_within_a_segment(micro_parts: Parts) -> None:
+    costs = {"low_res": 0.08, "refine": 0.12}
+    engine = virtual_engine(micro_parts, costs)
+    speech = np.tile(SPEECH[8000:], 3)  # ~8 s of speech, pushed ahead like TTS
+    seen: list[tuple[int, torch.Tensor]] = []
+
+    def wrap(name: str, fn: Callable) -> Callable:
+        if name != "low_res":
+            return fn
+
+        def low_res(job: Any) -> Any:
+            seen.append((job.generation, job.seg, job.audio.clone()))
+            return fn(job)
+
+        return low_res
+
+    marks: dict[str, float] = {}
+
+    async def interrupt_later(run: Run) -> None:
+        await engine.clock.sleep_until(run.session.t0 + 3.0)
+        marks["at"] = engine.clock.now()
+        run.stop_pushing = True  # the agent stops its speech (barge-in)...
+        run.session.interrupt()  # ...and drops what it had queued
+
+    async def main() -> Run:
+        try:
+            return await stream(
+                engine,
+                speech,
+                5.0,
+                SessionOptions(target_delay_ms=800, vad=False),
+                piece=16_000,
+                during=interrupt_later,
+                wrap=wrap,
+            )
+        finally:
+            await finish(engine)
+
+    run = asyncio.run(main())
+    s, at = run.session, marks["at"]
+    # Audio out: speech until the interrupt, then silence, although more speech had been queued.
+    before = np.concatenate([c.samples for c in run.audio if c.due < at])
+    after = np.concatenate([c.samples for c in run.audio if c.due >= at])
+    assert np.abs(before).max() > 0.05 and not after.any()
+    # Video: frames of the new generation from at most one segment (+ compute) after the interrupt.
+    showing = math.floor((at - s.t0 - s.delay) * 25)
+    first_idle = min(f.pts for f in run.frames if f.generation == 1)
+    budget = MICRO.segment_video_frames + math.ceil((costs["low_res"] + costs["refine"]) * 25)
+    assert first_idle - showing <= budget
+    assert all(f.generation == 1 for f in run.frames if f.pts >= first_idle)
+    assert all(f.times.emitted == f.due for f in run.frames)
+    # The new generation heard the audio played before the interrupt, then only silence.
+    idle = [(seg, audio) for generation, seg, audio in seen if generation == 1]
+    origin = max(0, idle[0][0].context_first_frame - MICRO.audio.left_context_frames)
+    playing = math.floor((at - s.t0 - s.delay) * 16_000)
+    heard = np.zeros(idle[-1][0].audio_stop - origin * 640, np.float32)
+    played = max(0, playing - origin * 640)
+    heard[:played] = speech[origin * 640 : origin * 640 + played]
+    expected = AudioFeatureStream(micro_parts.audio, MICRO, start_frame=origin)
+    with torch.no_grad():
+        expected.push(heard)
+        for seg, audio in idle:
+            torch.testing.assert_close(audio, expected.windows(seg))
+    assert s.snapshot().generation == 1
+
+
+def test_close_leaves_no_tasks_or_threads(micro_parts: Parts) -> None:
+    before = set(threading.enumerate())
+
+    async def main() -> None:
+        engine = Engine(micro_parts, max_sessions=2)
+        first = await engine.open_session(REFERENCE, options=SessionOptions(target_delay_ms=600))
+        second = await engine.open_session(REFERENCE, options=SessionOptions(target_delay_ms=600))
+        with pytest.raises(TooManySessionsError):
+            await engine.open_session(REFERENCE)
+        for s in (first, second):
+            s.push_audio(SPEECH[:8000])
+        frames = []
+        async for f in first.frames():
+            frames.append(f)
+            if len(frames) == 5:
+                break
+        await engine.close()
+        assert not engine.sessions and first.closed
+        with pytest.raises(SessionClosedError):
+            first.push_audio(SPEECH[:320])
+        assert [f async for f in second.frames()] == []  # a closed session's outputs end at once
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    asyncio.run(main())
+    assert set(threading.enumerate()) <= before  # every worker thread was joined
+
+
+def test_a_long_session_keeps_memory_flat(micro_parts: Parts) -> None:
+    """30 minutes of stream on the virtual clock (micro-size parts, outputs reused after the first
+    segment so it runs in seconds): memory after 5 minutes and after 30 is the same."""
+
+    def reuse(name: str, fn: Callable) -> Callable:
+        first: list[Any] = []
+
+        def stage(*args: Any) -> Any:
+            if not first:
+                first.append(fn(*args))
+            return first[0]
+
+        return stage
+
+    engine = virtual_engine(micro_parts, {"low_res": 0.1, "refine": 0.15})
+    sizes: dict[float, int] = {}
+
+    async def sample(run: Run) -> None:
+        for minute in (5, 30):
+            await engine.clock.sleep_until(run.session.t0 + run.session.delay + minute * 60 - 1)
+            gc.collect()
+            sizes[minute] = tracemalloc.get_traced_memory()[0]
+            assert len(run.session._store) <= 3 * MICRO.segment_video_frames
+            assert len(run.session.audio.buffer) <= 16_000 * 3
+
+    class Counting(list):
+        """Counts items instead of keeping them (the test's own memory must stay flat too)."""
+
+        n = 0
+
+        def append(self, item: object) -> None:
+            self.n += 1
+
+    async def main() -> Run:
+        audio = np.tile(SPEECH, 600)  # 30 minutes
+        session = await engine.open_session(
+            REFERENCE, options=SessionOptions(target_delay_ms=800), wrap=reuse
+        )
+        run = Run(session, frames=Counting(), audio=Counting(), pushed=Counting())
+        clock, end = engine.clock, session.t0 + session.delay + 30 * 60
+
+        async def produce() -> None:
+            for start in range(0, len(audio), 8000):
+                await clock.sleep_until(session.t0 + start / 16_000)
+                session.push_audio(audio[start : start + 8000])
+
+        async def video() -> None:
+            async for f in session.frames():
+                if f.due >= end:
+                    return
+                run.frames.append(f)
+
+        async def sound() -> None:
+            async for c in session.audio_out():
+                if c.due >= end:
+                    return
+                run.audio.append(c)
+
+        tasks = [asyncio.create_task(c) for c in (produce(), video(), sound(), sample(run))]
+        await asyncio.gather(*tasks[1:])
+        tasks[0].cancel()
+        await engine.close_session(session)
+        return run
+
+    tracemalloc.start()
+    try:
+        run = asyncio.run(_finally(main(), finish(engine)))
+    finally:
+        tracemalloc.stop()
+    assert run.frames.n == 30 * 60 * 25
+    assert sizes[30] - sizes[5] < 2_000_000, sizes  # bytes
+
+
+async def _finally(coro: Any, cleanup: Any) -> Any:
+    try:
+        return await coro
+    finally:
+        await cleanup
+
+
+# ----- the two workers overlap (real clock) -------------------------------------------------------
+
+
+def test_the_two_stages_overlap(micro_parts: Parts) -> None:
+    """Each stage sleeps 150 ms: segments complete every ~150 ms (overlapped), not every 300 ms."""
+    ends: list[float] = []
+
+    def slow(name: str, fn: Callable) -> Callable:
+        def stage(*args: Any) -> Any:
+            result = fn(*args)
+            time.sleep(0.15)
+            if name == "refine":
+                ends.append(time.perf_counter())
+            return result
+
+        return stage
+
+    async def main() -> None:
+        engine = Engine(micro_parts, clock=RealClock())
+        session = await engine.open_session(
+            REFERENCE, options=SessionOptions(target_delay_ms=5000), wrap=slow
+        )
+        session.push_audio(np.zeros(16_000 * 6, np.float32), pts=0)  # all the audio at once: no waiting
+        while len(ends) < 10:
+            await asyncio.sleep(0.05)
+        await engine.close()
+
+    asyncio.run(main())
+    intervals = np.diff(ends[2:10])
+    assert np.median(intervals) < 0.22, intervals  # the sum would be >= 0.30
