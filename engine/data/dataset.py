@@ -9,6 +9,7 @@ aspect ratio; keypoints are in canvas units, valid at every resolution.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,9 +81,13 @@ def cut_window(
 
 
 class ClipWindows(Dataset):
-    """Windows of every clip under `root`, `hop` frames apart."""
+    """Windows of every clip under `root`, `hop` frames apart.
 
-    def __init__(self, root: Path | str, spec: WindowSpec, hop: int | None = None) -> None:
+    The last `cache` decoded clips are kept, so a sampler that visits a few clips
+    at a time (ClipGroupedSampler) decodes each clip once per epoch.
+    """
+
+    def __init__(self, root: Path | str, spec: WindowSpec, hop: int | None = None, cache: int = 1) -> None:
         self.root = Path(root)
         self.spec = spec
         self.clips = list_clips(self.root)
@@ -97,15 +102,20 @@ class ClipWindows(Dataset):
                     f"{folder}: {meta['fps']} fps / {meta['sample_rate']} Hz differ from the time base"
                 )
             self.index += [(i, s) for s in range(0, meta["frames"] - spec.frames + 1, hop)]
-        self._cached: tuple[int, StoredClip] | None = None
+        self.cache = cache
+        self._cached: OrderedDict[int, StoredClip] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.index)
 
     def _clip(self, i: int) -> StoredClip:
-        if self._cached is None or self._cached[0] != i:  # windows of one clip are usually read together
-            self._cached = (i, read_clip(self.clips[i]))
-        return self._cached[1]
+        if i in self._cached:
+            self._cached.move_to_end(i)
+        else:
+            self._cached[i] = read_clip(self.clips[i])
+            while len(self._cached) > self.cache:
+                self._cached.popitem(last=False)
+        return self._cached[i]
 
     def __getitem__(self, item: int) -> dict[str, Tensor | int]:
         i, start = self.index[item]
@@ -116,16 +126,19 @@ class ClipWindows(Dataset):
 
 
 class ClipGroupedSampler(Sampler[int]):
-    """Shuffles clips, then the windows inside each clip: consecutive windows share a clip.
+    """Shuffles clips, then the windows of `mix` clips at a time among themselves.
 
-    A plain shuffle would make ClipWindows decode a whole clip for every window it
-    returns; grouped, each clip is decoded once per epoch and still seen in random order.
+    A plain shuffle would make ClipWindows decode a whole clip for every window;
+    one clip at a time would fill each batch with one character. With a dataset
+    cache of `mix` clips, each clip is decoded once per epoch and a batch mixes
+    up to `mix` characters.
     """
 
-    def __init__(self, dataset: ClipWindows, generator: torch.Generator | None = None) -> None:
+    def __init__(self, dataset: ClipWindows, mix: int = 1, generator: torch.Generator | None = None) -> None:
         self.groups: dict[int, list[int]] = {}
         for item, (clip, _) in enumerate(dataset.index):
             self.groups.setdefault(clip, []).append(item)
+        self.mix = mix
         self.generator = generator
 
     def __len__(self) -> int:
@@ -133,8 +146,9 @@ class ClipGroupedSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         clips = list(self.groups)
-        for c in torch.randperm(len(clips), generator=self.generator).tolist():
-            items = self.groups[clips[c]]
+        order = [clips[c] for c in torch.randperm(len(clips), generator=self.generator).tolist()]
+        for start in range(0, len(order), self.mix):
+            items = [i for clip in order[start : start + self.mix] for i in self.groups[clip]]
             yield from (items[i] for i in torch.randperm(len(items), generator=self.generator).tolist())
 
 

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from engine.audio.encoder import AudioEncoder
 from engine.config import Config
+from engine.data import keypoints as kp
 from engine.data.dataset import ClipGroupedSampler, ClipWindows, ProceduralWindows, WindowSpec
 from engine.exceptions import ConfigError
 from engine.models.pose import PoseHead, pose_loss
@@ -50,14 +51,39 @@ def psnr(a: Tensor, b: Tensor) -> float:
     return float(10 * torch.log10(1.0 / F.mse_loss(a.clamp(0, 1), b).clamp_min(1e-10)))
 
 
-def random_crop(frames: Tensor, size: int, multiple: int) -> Tensor:
-    """The same random size x size window (corner on a `multiple` grid) of every frame [..., H, W]."""
+def random_crop(
+    frames: Tensor, size: int, multiple: int, centre: tuple[float, float] | None = None
+) -> Tensor:
+    """The same size x size window of every frame [..., H, W], its corner on a `multiple` grid:
+    around `centre` (x, y pixels) when given, anywhere otherwise."""
     H, W = frames.shape[-2:]
     if size >= min(H, W):
         return frames
-    top = int(torch.randint(0, (H - size) // multiple + 1, ())) * multiple
-    left = int(torch.randint(0, (W - size) // multiple + 1, ())) * multiple
+    if centre is None:
+        top = int(torch.randint(0, (H - size) // multiple + 1, ()))
+        left = int(torch.randint(0, (W - size) // multiple + 1, ()))
+    else:
+        top = min(max(0, round((centre[1] - size / 2) / multiple)), (H - size) // multiple)
+        left = min(max(0, round((centre[0] - size / 2) / multiple)), (W - size) // multiple)
+    top, left = top * multiple, left * multiple
     return frames[..., top : top + size, left : left + size]
+
+
+def _crop_centre(batch: dict, width: int, height: int) -> tuple[float, float] | None:
+    """A random visible keypoint of the batch's first window, in pixels, 3 times in 4; else None.
+
+    Most of a frame is a smooth background: crops drawn uniformly rarely hold the
+    person, and the autoencoder would learn their colours and edges last.
+    """
+    if "points" not in batch or torch.rand(()) < 0.25:
+        return None
+    visible = batch["visibility"][0, 0] > 0.5  # [K]
+    if not visible.any():
+        return None
+    choices = visible.nonzero().flatten()
+    k = int(choices[torch.randint(0, len(choices), ())])
+    x, y = kp.to_pixels(batch["points"][0, 0, k], width, height).tolist()
+    return x, y
 
 
 class VAETask(Task):
@@ -69,7 +95,8 @@ class VAETask(Task):
     def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
         frames = batch["frames"].transpose(1, 2)  # [B, 3, T, H, W]
         if self.crop:
-            frames = random_crop(frames, self.crop, self.model.config.time.vae_spatial_stride)
+            centre = _crop_centre(batch, frames.shape[-1], frames.shape[-2])
+            frames = random_crop(frames, self.crop, self.model.config.time.vae_spatial_stride, centre)
         recon = self.model(frames)
         loss = F.l1_loss(recon, frames) + F.mse_loss(recon, frames)
         return loss, {"psnr": psnr(recon.detach(), frames)}
@@ -153,8 +180,9 @@ def batches(
 ) -> Iterator[dict]:
     """An endless stream of training batches."""
     if data is not None:
-        dataset = ClipWindows(data, task.spec, hop=max(1, task.spec.frames // 2))
-        order = ClipGroupedSampler(dataset, torch.Generator().manual_seed(seed))
+        mix = min(batch, 8)  # characters per batch (and decoded clips held per loader worker)
+        dataset = ClipWindows(data, task.spec, hop=max(1, task.spec.frames // 2), cache=mix)
+        order = ClipGroupedSampler(dataset, mix, torch.Generator().manual_seed(seed))
         while True:
             yield from DataLoader(
                 dataset, batch_size=batch, sampler=order, num_workers=workers, drop_last=True

@@ -1,5 +1,6 @@
 """Clips on disk and the datasets reading them: round trip, resume, aligned windows."""
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 
 from engine.config import TimeBase
 from engine.data.clip import make_clip
-from engine.data.dataset import ClipWindows, ProceduralWindows, WindowSpec
+from engine.data.dataset import ClipGroupedSampler, ClipWindows, ProceduralWindows, WindowSpec
 from engine.data.make import make_dataset
 from engine.data.motion import motion_from_audio
 from engine.data.store import DataError, clip_dir, list_clips, read_clip, write_clip
@@ -86,3 +87,14 @@ def test_windows_at_another_resolution_and_on_the_fly_match_disk() -> None:
     assert (small - disk["frames"]).abs().mean() < 0.02
     with pytest.raises(ConfigError, match="aspect"):
         ClipWindows(FIXTURES, WindowSpec(frames=8, width=96, height=96))[0]
+
+
+@pytest.mark.parametrize("mix", [1, 2])
+def test_grouped_sampler_visits_every_window_once_mixing_clips(mix: int) -> None:
+    ds = ClipWindows(FIXTURES, WindowSpec(frames=9, width=80, height=48), hop=4, cache=mix)
+    order = list(ClipGroupedSampler(ds, mix, torch.Generator().manual_seed(0)))
+    assert sorted(order) == list(range(len(ds)))
+    clips = [ds.index[i][0] for i in order]
+    switches = sum(a != b for a, b in itertools.pairwise(clips))
+    # One clip at a time switches clip once; two at a time interleave them.
+    assert switches == 1 if mix == 1 else switches > 2

@@ -25,6 +25,7 @@ from engine.audio.stream import AudioFeatureStream
 from engine.config import Config, get_preset
 from engine.frames import AudioChunk, FrameSource, VideoFrame
 from engine.parts import Parts
+from engine.streaming.audio_in import AudioInputError
 from engine.streaming.clock import RealClock, VirtualClock
 from engine.streaming.engine import Engine, TooManySessionsError
 from engine.streaming.session import Session, SessionClosedError, SessionOptions
@@ -72,6 +73,15 @@ class Run:
     stop_pushing: bool = False
 
 
+class Counting(list):
+    """Counts what is appended instead of keeping it (long runs keep the test's memory flat)."""
+
+    n = 0
+
+    def append(self, item: object) -> None:
+        self.n += 1
+
+
 async def stream(
     engine: Engine,
     audio: np.ndarray,
@@ -81,10 +91,11 @@ async def stream(
     piece: int = 320,
     during: Callable[[Run], Any] | None = None,
     wrap: Callable | None = None,
+    keep: bool = True,
 ) -> Run:
     """Push `audio` in real-time pieces, collect `seconds` of frames and output audio, close."""
     session = await engine.open_session(REFERENCE, options=options, wrap=wrap)
-    run = Run(session)
+    run = Run(session) if keep else Run(session, Counting(), Counting(), Counting())
     clock = engine.clock
     end = session.t0 + session.delay + seconds
 
@@ -114,8 +125,11 @@ async def stream(
     await asyncio.gather(*tasks[1:3])
     for t in tasks:
         t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     await engine.close_session(session)
+    for outcome in outcomes:  # a failed check in `during` fails the test
+        if isinstance(outcome, Exception):
+            raise outcome
     return run
 
 
@@ -343,51 +357,19 @@ def test_a_long_session_keeps_memory_flat(micro_parts: Parts) -> None:
             assert len(run.session._store) <= 3 * MICRO.segment_video_frames
             assert len(run.session.audio.buffer) <= 16_000 * 3
 
-    class Counting(list):
-        """Counts items instead of keeping them (the test's own memory must stay flat too)."""
-
-        n = 0
-
-        def append(self, item: object) -> None:
-            self.n += 1
-
-    async def main() -> Run:
-        audio = np.tile(SPEECH, 600)  # 30 minutes
-        session = await engine.open_session(
-            REFERENCE, options=SessionOptions(target_delay_ms=800), wrap=reuse
-        )
-        run = Run(session, frames=Counting(), audio=Counting(), pushed=Counting())
-        clock, end = engine.clock, session.t0 + session.delay + 30 * 60
-
-        async def produce() -> None:
-            for start in range(0, len(audio), 8000):
-                await clock.sleep_until(session.t0 + start / 16_000)
-                session.push_audio(audio[start : start + 8000])
-
-        async def video() -> None:
-            async for f in session.frames():
-                if f.due >= end:
-                    return
-                run.frames.append(f)
-
-        async def sound() -> None:
-            async for c in session.audio_out():
-                if c.due >= end:
-                    return
-                run.audio.append(c)
-
-        tasks = [asyncio.create_task(c) for c in (produce(), video(), sound(), sample(run))]
-        await asyncio.gather(*tasks[1:])
-        tasks[0].cancel()
-        await engine.close_session(session)
-        return run
-
+    audio = np.tile(SPEECH, 600)  # 30 minutes
+    options = SessionOptions(target_delay_ms=800)
     tracemalloc.start()
     try:
-        run = asyncio.run(_finally(main(), finish(engine)))
+        run = asyncio.run(
+            _finally(
+                stream(engine, audio, 30 * 60, options, piece=8000, during=sample, wrap=reuse, keep=False),
+                finish(engine),
+            )
+        )
     finally:
         tracemalloc.stop()
-    assert run.frames.n == 30 * 60 * 25
+    assert isinstance(run.frames, Counting) and run.frames.n == 30 * 60 * 25
     assert sizes[30] - sizes[5] < 2_000_000, sizes  # bytes
 
 
@@ -428,3 +410,26 @@ def test_the_two_stages_overlap(micro_parts: Parts) -> None:
     asyncio.run(main())
     intervals = np.diff(ends[2:10])
     assert np.median(intervals) < 0.22, intervals  # the sum would be >= 0.30
+
+
+def test_push_audio_checks_its_input_and_resumes_at_the_clock_after_a_pause(micro_parts: Parts) -> None:
+    engine = virtual_engine(micro_parts, {})
+
+    async def main() -> None:
+        session = await engine.open_session(REFERENCE, options=SessionOptions(target_delay_ms=600))
+        assert session.push_audio(np.zeros(320, np.float32)) == 0
+        assert session.push_audio((np.ones(320) * 1000).astype(np.int16)) == 320  # int16 is scaled
+        assert session.audio.read(320, 321)[0] == pytest.approx(1000 / 32768)
+        await engine.clock.sleep_until(session.t0 + 2.0)  # the producer pauses for 2 s
+        assert session.push_audio(np.zeros(320, np.float32)) == 32_000  # resumes at the clock
+        for bad, message in [
+            (np.zeros((2, 320), np.float32), "1-D"),
+            (np.array([0.0, np.nan], np.float32), "NaN"),
+            (np.zeros(320, np.int32), "float"),
+        ]:
+            with pytest.raises(AudioInputError, match=message):
+                session.push_audio(bad)
+        with pytest.raises(AudioInputError, match="ahead"):
+            session.push_audio(np.zeros(320, np.float32), pts=16_000 * 1000)
+
+    asyncio.run(_finally(main(), finish(engine)))
