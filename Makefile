@@ -17,15 +17,21 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --progress-bar off -e ".[dev]"
 	touch $(STAMP)
 
-# Debian packages the tests use: espeak-ng makes the speech of the procedural data.
+# Debian packages the tests use: espeak-ng and sox make speech, chromium is the browser of the
+# end-to-end test (driven by Playwright, run in a network namespace made with iproute2's `ip`),
+# ffmpeg reads media in tests.
+SYSTEM_TOOLS := espeak-ng sox ffmpeg ip /usr/lib/chromium/chromium
+SYSTEM_PACKAGES := espeak-ng sox ffmpeg iproute2 chromium
 system-deps:
-	@command -v espeak-ng >/dev/null 2>&1 || { \
+	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || [ -x $$tool ] || missing=1; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng; \
-	  else echo "please install espeak-ng (Debian: sudo apt-get install espeak-ng)" >&2; exit 1; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	  else echo "please install: $(SYSTEM_PACKAGES) (Debian: sudo apt-get install ...)" >&2; exit 1; fi; \
+	fi
 
 run: $(STAMP)
-	$(VENV)/bin/ihuman info
+	$(VENV)/bin/ihuman serve
 
 test: $(STAMP) system-deps
 	$(PY) -m ruff check .

@@ -3,28 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+import uvloop
 from tqdm import tqdm
 
 from engine.checkpoint import read_config
 from engine.config import PRESETS, Config, get_preset
+from engine.data.clip import make_clip
 from engine.data.make import make_dataset
 from engine.exceptions import EngineError
+from engine.media.image import read_image
 from engine.media.mp4 import AUDIO_CODECS
 from engine.models.lr_a2v import LRA2V
 from engine.models.refiner import PGRefiner
 from engine.models.vae import decoder_flops_per_frame
 from engine.parts import DEFAULT_BUNDLE, Parts
 from engine.render import RenderOptions, render
+from engine.streaming.engine import Engine
+from engine.streaming.session import SessionOptions
 from engine.training.tasks import TASKS, batches, build_task, held_out
 from engine.training.trainer import Trainer, TrainSettings
+from transport.server import Server, ServerSettings
+from transport.server import run as serve
+
+log = logging.getLogger("ihuman")
+DEFAULT_AVATAR_SEED = 1_000_003  # a held-out procedural character
 
 
 def _parameter_counts(config: Config) -> dict[str, int]:
@@ -149,13 +160,20 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _load_parts(args: argparse.Namespace) -> Parts:
-    """The parts `--bundle` / `--preset P --random-weights` / the embedded demo bundle name."""
+def _load_parts(args: argparse.Namespace, *, allow_random_default: bool = False) -> Parts:
+    """The parts `--bundle` / `--preset P --random-weights` / the embedded demo bundle name.
+
+    allow_random_default: without a bundle and without the demo bundle, run the preset with
+    random weights (with a warning) instead of stopping: the server still works end to end.
+    """
     device = _device(args.device)
     if args.random_weights:
         return Parts.random(get_preset(args.preset), args.seed, device)
     bundle = args.bundle or DEFAULT_BUNDLE
     if args.bundle is None and not (bundle / "config.json").is_file():
+        if allow_random_default:
+            log.warning("no demo bundle at %s: running preset %s with random weights", bundle, args.preset)
+            return Parts.random(get_preset(args.preset), args.seed, device)
         raise EngineError(
             f"no --bundle given and no demo bundle at {bundle}; "
             "pass --bundle DIR, or --preset P --random-weights to measure speed"
@@ -183,15 +201,40 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ihuman", description="InfinityHuman Live: real-time avatar engine")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="show a preset's sizes and parameter counts")
-    info.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="preset (default: tiny)")
-    info.add_argument("--json", action="store_true", help="print JSON")
-    info.set_defaults(func=cmd_info)
+def _default_avatar(parts: Parts, image: Path | None) -> Callable[[], torch.Tensor]:
+    """The picture a talker gets without uploading one: --avatar, else a procedural character."""
+    if image is not None:
+        picture = read_image(image)
+    else:
+        hr = parts.config.hr
+        picture = make_clip(DEFAULT_AVATAR_SEED, 1 / parts.config.time.fps, hr.width, hr.height).frames[0]
+    return lambda: picture
 
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    parts = _load_parts(args, allow_random_default=True)
+    settings = ServerSettings(
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        max_sessions=args.max_sessions,
+        ice_servers=tuple(args.ice_server),
+        session_options=SessionOptions(target_delay_ms=args.delay_ms),
+    )
+    server = Server(Engine(parts), settings, _default_avatar(parts, args.avatar))
+
+    def ready(url: str) -> None:
+        print(f"InfinityHuman Live: open {url} (Ctrl-C stops)", flush=True)
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server is stopped
+            uvloop.run(serve(server, on_ready=ready))
+    except OSError as err:  # the port is taken, the address is not ours, ...
+        raise EngineError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
+    return 0
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="procedural talking-avatar data").add_subparsers(
         dest="data", required=True
     )
@@ -204,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=int, default=0, help="first seed; clip i has seed SEED + i")
     make.set_defaults(func=cmd_data_make)
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a part on procedural (or stored) data into a bundle")
     train.add_argument("task", choices=TASKS)
     train.add_argument("--out", type=Path, required=True, help="bundle folder (created, or resumed)")
@@ -225,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-clips", type=int, default=4, help="held-out characters to evaluate on")
     train.set_defaults(func=cmd_train)
 
+
+def _add_render(sub: argparse._SubParsersAction) -> None:
     ren = sub.add_parser("render", help="render a talking video from a reference image and an audio file")
     ren.add_argument("--image", type=Path, required=True, help="reference picture (PNG, JPEG, WebP, ...)")
     ren.add_argument("--audio", type=Path, required=True, help="speech (WAV, FLAC, MP3, Ogg, M4A, ...)")
@@ -241,6 +288,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ren.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     ren.set_defaults(func=cmd_render)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    srv = sub.add_parser("serve", help="the WebRTC server: browser client, viewers for OBS")
+    srv.add_argument("--host", default="127.0.0.1", help="listen address (beyond loopback needs --token)")
+    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--bundle", type=Path, help=f"trained bundle (default: {DEFAULT_BUNDLE})")
+    srv.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="random weights of a preset")
+    srv.add_argument("--random-weights", action="store_true", help="untrained parts of --preset (speed only)")
+    srv.add_argument("--avatar", type=Path, help="default reference picture")
+    srv.add_argument("--token", help="required on every request (needed to listen beyond loopback)")
+    srv.add_argument("--max-sessions", type=int, default=2, help="concurrent avatar sessions")
+    srv.add_argument("--ice-server", action="append", default=[], help="stun:/turn:user:pass@host URL")
+    srv.add_argument("--delay-ms", type=float, help="target delay (default: from the measured compute)")
+    srv.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    srv.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    srv.set_defaults(func=cmd_serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ihuman", description="InfinityHuman Live: real-time avatar engine")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="show a preset's sizes and parameter counts")
+    info.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="preset (default: tiny)")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=cmd_info)
+
+    for add in (_add_data, _add_train, _add_render, _add_serve):
+        add(sub)
     return parser
 
 

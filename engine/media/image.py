@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,13 @@ MAX_IMAGE_PIXELS = 36_000_000  # a 36-megapixel photo (7360x4912) is the largest
 MAX_IMAGE_BYTES = 64 * 1024 * 1024  # larger files are refused before they are read
 
 
-def read_image(source: Path | str | bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Tensor:
-    """An image file (path or bytes) -> uint8 RGB [3, H, W]; MediaError when it cannot be used."""
+def read_image(
+    source: Path | str | bytes, max_pixels: int = MAX_IMAGE_PIXELS, formats: Collection[str] | None = None
+) -> Tensor:
+    """An image file (path or bytes) -> uint8 RGB [3, H, W]; MediaError when it cannot be used.
+
+    formats: accepted Pillow format names (e.g. PNG, JPEG, WEBP); None accepts any it reads.
+    """
     name = "the uploaded image" if isinstance(source, bytes) else str(source)
     if not isinstance(source, bytes):
         path = Path(source)
@@ -45,6 +51,8 @@ def read_image(source: Path | str | bytes, max_pixels: int = MAX_IMAGE_PIXELS) -
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(source))
+            if formats is not None and image.format not in formats:
+                raise MediaError(f"{name}: {image.format} images are not accepted; send {', '.join(formats)}")
             width, height = image.size  # from the header: nothing decoded yet
             if width * height > max_pixels:
                 raise MediaError(

@@ -13,18 +13,17 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from engine.config import get_preset
 from engine.exceptions import EngineError
-from engine.media.image import fit_image, read_image
+from engine.media.image import read_image
 from engine.parts import Parts
 from engine.streaming.clock import Clock, RealClock
 from engine.streaming.pacing import target_delay
 from engine.streaming.segments import segment
-from engine.streaming.session import Session, SessionOptions, StageWrapper
+from engine.streaming.session import Session, SessionOptions, StageWrapper, fitted_frame
 from engine.streaming.stages import GenerationSettings, LowResStage, Reference, RefineStage
 from engine.streaming.worker import Worker
 
@@ -137,13 +136,11 @@ class Engine:
             reference = await self.clock.compute(worker, "reference", Reference.encode, self.parts, image)
         finally:
             await worker.close()
-        first_frame = fit_image(image, cfg.hr.width, cfg.hr.height)
-        frame = (first_frame.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
         session = Session(
             self.parts,
             self.clock,
             reference,
-            np.ascontiguousarray(frame),
+            fitted_frame(image, cfg.hr.width, cfg.hr.height),
             text,
             options,
             delay,

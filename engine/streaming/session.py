@@ -30,12 +30,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from engine.audio.stream import AudioFeatureStream
 from engine.audio.vad import VadGate
 from engine.exceptions import EngineError
 from engine.frames import AudioChunk, FrameSource, StageTimes, VideoFrame
+from engine.media.image import fit_image
+from engine.models.text import tokenize
 from engine.parts import Parts
 from engine.streaming.audio_in import AudioInput, AudioInputError
 from engine.streaming.clock import Clock
@@ -479,6 +482,21 @@ class Session:
         self._scheduler = self._start(self._schedule(restart), "scheduler")
         log.info("%s: interrupted; generation %d starts at segment %d", self.name, self.generation, restart)
 
+    async def set_reference(self, image: Tensor) -> None:
+        """Animate another picture (uint8 [3, H, W]) from the next segment on."""
+        if self._closed:
+            raise SessionClosedError(f"{self.name} is closed")
+        encode = Reference.encode
+        reference = await self.clock.compute(self._lr_worker, "reference", encode, self.parts, image)
+        self._low.prefix, self._refine.prefix = reference.lr_prefix, reference.hr_prefix
+        self._reference_frame = fitted_frame(image, self.config.hr.width, self.config.hr.height)
+        log.info("%s: new reference picture", self.name)
+
+    def set_text(self, text: str | None) -> None:
+        """Condition both generators on another prompt (None or "" = no text) from the next segment."""
+        tokens = tokenize([text], self.config.text, self.parts.device)
+        self._low.text, self._refine.text = tokens, tokens
+
     def snapshot(self) -> SessionStats:
         s = self.stats
         q = self.policy.quality
@@ -520,3 +538,9 @@ class Session:
         await self._lr_worker.close(CLOSE_TIMEOUT_S)
         await self._refine_worker.close(CLOSE_TIMEOUT_S)
         log.info("%s: closed after %d frames", self.name, self.stats.frames_out)
+
+
+def fitted_frame(image: Tensor, width: int, height: int) -> np.ndarray:
+    """A reference picture at the output size, uint8 [H, W, 3]: shown until the first segment is ready."""
+    fitted = fit_image(image, width, height)
+    return np.ascontiguousarray((fitted.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())

@@ -1,0 +1,63 @@
+"""A real browser call: Debian's Chromium driven by Playwright, a fake microphone playing speech.
+
+The browser and the server run in a loopback-only network namespace (`unshare --net`), so no
+packet can leave the machine (shared/notes/webrtc-and-media.md). `make test` installs Chromium.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.transport.browser_session import CHROMIUM
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run `make test` (it installs Debian's chromium)"
+    folder = tmp_path_factory.mktemp("browser")
+    wav = folder / "speech.wav"
+    text = "Hello, this is the fake microphone talking to the avatar. One, two, three, four, five."
+    subprocess.run(["espeak-ng", "-w", str(wav), text], check=True)
+    out = folder / "result.json"
+    # Root may make a network namespace; anyone else maps themselves to root in a user namespace.
+    unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--net", "--map-root-user"]
+    command = [*unshare, sys.executable, "-m", "tests.transport.browser_session", "--wav", str(wav)]
+    proc = subprocess.run(
+        [*command, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert out.exists(), proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert "error" not in data, data["error"]
+    return data
+
+
+def test_talker_page_connects_and_plays_the_avatar(result: dict) -> None:
+    assert result["title"] == "InfinityHuman Live" and result["status"] == "connected"
+    video = result["talker_video"]
+    assert (video["width"], video["height"]) == (1280, 720) and not video["paused"] and video["frames"] > 25
+    assert result["talker_picture"]["non_black"] > 0.9  # the avatar, not a black box
+    assert result["talker_picture"]["changed"] > 0.5  # and it moves
+    assert result["audio_pushed_s"] > 3  # the fake microphone reached the engine
+
+
+def test_stats_overlay_shows_numbers(result: dict) -> None:
+    text = result["stats_text"]
+    fps = float(text.split("fps")[1].split()[0])
+    assert fps > 15 and "latency" in text and "delay      700 ms" in text
+
+
+def test_viewer_link_plays_the_same_session_without_controls(result: dict) -> None:
+    assert "?view=" in result["viewer_link"]
+    video = result["viewer_video"]
+    assert (video["width"], video["height"]) == (1280, 720) and not video["paused"]
+    assert result["viewer_picture"]["non_black"] > 0.9 and result["viewer_picture"]["changed"] > 0.5
+    assert not result["viewer_controls_visible"]
+    assert result["peers"] == ["talker", "viewer"]

@@ -1,0 +1,220 @@
+"""The server's HTTP surface: routes, limits, token, admission, bad input, clean-up (loopback only)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import io
+import threading
+import tracemalloc
+
+import aiohttp
+import msgpack
+import pytest
+from aiortc import RTCPeerConnection
+from PIL import Image
+
+from engine.exceptions import EngineError
+from engine.parts import Parts
+from engine.streaming.session import SessionOptions
+from tests.factories import micro_config
+from tests.transport.helpers import connect, running_server
+from transport import ice, messages
+from transport.server import MAX_JSON_BYTES, ServerSettings, check_settings
+
+
+@pytest.fixture(scope="module")
+def parts() -> Parts:
+    return Parts.random(micro_config(), seed=5)
+
+
+def _png(size: tuple[int, int], mode: str = "RGB", fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+async def _offer_sdp() -> str:
+    pc = RTCPeerConnection(ice.configuration(()))
+    pc.addTransceiver("audio", direction="sendrecv")
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+def test_routes_limits_and_bad_input(parts: Parts) -> None:
+    async def main() -> None:
+        async with running_server(parts) as (_, url), aiohttp.ClientSession() as http:
+
+            async def call(method: str, path: str, **kw: object) -> tuple[int, object]:
+                async with http.request(method, url + path, **kw) as r:
+                    body = await (r.json() if r.content_type == "application/json" else r.read())
+                    return r.status, body
+
+            status, body = await call("GET", "/health")
+            assert status == 200 and body["status"] == "ok" and body["sessions"] == 0
+            status, page = await call("GET", "/")
+            assert status == 200 and b"InfinityHuman Live" in page
+            assert (await call("GET", "/client/app.js"))[0] == 200
+            for path in ("/client/..%2fserver.py", "/client/secret.txt", "/nowhere"):
+                assert (await call("GET", path))[0] == 404
+            status, text = await call("GET", "/metrics")
+            assert status == 200 and b"ihuman_sessions 0.0" in text
+            # Offers: content type, JSON, shape, size, SDP, role, session.
+            sdp = await _offer_sdp()
+            cases = [
+                ({"data": "v=0", "headers": {"Content-Type": "text/plain"}}, 415, "application/json"),
+                ({"data": "{not json", "headers": {"Content-Type": "application/json"}}, 400, "not JSON"),
+                ({"json": [1, 2]}, 400, "JSON object"),
+                ({"json": {"type": "offer"}}, 400, "missing 'sdp'"),
+                ({"json": {"type": "answer", "sdp": sdp}}, 400, "expected"),
+                ({"json": {"type": "offer", "sdp": "x" * (MAX_JSON_BYTES + 10)}}, 413, "limit"),
+                (
+                    {"json": {"type": "offer", "sdp": "v=0\r\nthis is no session description"}},
+                    400,
+                    "SDP offer",
+                ),
+                ({"json": {"type": "offer", "sdp": sdp, "role": "admin"}}, 400, "role"),
+                (
+                    {"json": {"type": "offer", "sdp": sdp, "role": "viewer", "session": "nope"}},
+                    404,
+                    "no running",
+                ),
+                ({"json": {"type": "offer", "sdp": sdp, "avatar": "nope"}}, 404, "no avatar"),
+                ({"json": {"type": "offer", "sdp": sdp, "text": 5}}, 400, "'text'"),
+            ]
+            for kw, want, message in cases:
+                status, body = await call("POST", "/offer", **kw)
+                assert (status, message in body["error"]) == (want, True), (kw, status, body)
+            # Avatars: type, size, corrupt, bomb, format; then a good one.
+            png = {"Content-Type": "image/png"}
+            cases = [
+                ({"data": b"abc", "headers": {"Content-Type": "text/plain"}}, 415, "image/png"),
+                ({"data": b"\0" * (11 * 1024 * 1024), "headers": png}, 413, "limit"),
+                ({"data": _png((64, 64))[:60], "headers": png}, 400, "corrupted"),
+                ({"data": b"definitely not an image", "headers": png}, 400, "not an image format"),
+                ({"data": _png((8000, 6000), "1"), "headers": png}, 400, "48,000,000 pixels"),
+                ({"data": _png((32, 32), "P", "GIF"), "headers": {"Content-Type": "image/gif"}}, 415, "GIF"),
+            ]
+            for kw, want, message in cases:
+                status, body = await call("POST", "/avatars", **kw)
+                assert (status, message in body["error"]) == (want, True), (status, body)
+            status, body = await call("POST", "/avatars", data=_png((96, 64)), headers=png)
+            assert status == 201 and body["width"] == 96 and body["height"] == 64
+            assert (await call("GET", "/avatars"))[1]["avatars"] == [body["id"]]
+            assert (await call("GET", "/health"))[0] == 200  # still serving
+
+    asyncio.run(main())
+
+
+def test_token_guards_every_route(parts: Parts) -> None:
+    with pytest.raises(EngineError, match="without --token"):
+        check_settings(ServerSettings(host="0.0.0.0"))
+    check_settings(ServerSettings(host="0.0.0.0", token="s3cret"))  # allowed with a token
+
+    async def main() -> None:
+        async with running_server(parts, token="s3cret") as (_, url), aiohttp.ClientSession() as http:
+            for path in ("/", "/health", "/metrics", "/client/app.js", "/avatars"):
+                for headers, params, want in [
+                    ({}, {}, 401),
+                    ({"Authorization": "Bearer wrong"}, {}, 401),
+                    ({}, {"token": "s3cre"}, 401),
+                    ({"Authorization": "Bearer s3cret"}, {}, 200),
+                    ({}, {"token": "s3cret"}, 200),
+                ]:
+                    async with http.get(url + path, headers=headers, params=params) as r:
+                        assert r.status == want, (path, headers, params)
+            async with http.post(url + "/offer", json={}) as r:
+                assert r.status == 401
+
+    asyncio.run(main())
+
+
+def test_admission_control_bad_messages_and_abandoned_offers(parts: Parts) -> None:
+    async def main() -> None:
+        async with running_server(parts, max_sessions=1, connect_timeout_s=1.5) as (server, url):
+            first = await connect(url, session=None, role="talker")  # a talker that sends no audio
+            with pytest.raises(RuntimeError, match=r"503.*in use"):
+                await connect(url, role="talker")
+            assert server.sessions.rejected_total == 1
+            for _ in range(50):
+                if first.messages:
+                    break
+                await asyncio.sleep(0.05)
+            # Malformed data-channel messages get an error back; the session carries on.
+            channel = first.channel  # type: ignore[attr-defined]
+            for bad in (b"\xc1", msgpack.packb([1]), msgpack.packb({"v": 9, "type": "mute"})):
+                channel.send(bad)
+            channel.send(messages.encode("set_text", text="x" * 600))
+            channel.send(messages.encode("mute", muted="yes"))
+            channel.send(messages.encode("interrupt"))
+            await asyncio.sleep(0.5)
+            errors = [m["message"] for m in first.messages if m["type"] == "error"]
+            assert len(errors) == 5, errors
+            assert server.sessions.sessions[first.session].session.generation == 1  # interrupt worked
+            await first.close()
+            for _ in range(50):
+                if not server.sessions.sessions:
+                    break
+                await asyncio.sleep(0.1)
+            assert not server.sessions.sessions
+            # An offer whose client vanishes before connecting is dropped after the timeout.
+            pc = RTCPeerConnection(ice.configuration(()))
+            pc.addTransceiver("video", direction="recvonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            async with aiohttp.ClientSession() as http:
+                body = {"type": "offer", "sdp": pc.localDescription.sdp}
+                async with http.post(url + "/offer", json=body) as r:
+                    assert r.status == 200
+            await pc.close()
+            assert len(server.sessions.sessions) == 1
+            await asyncio.sleep(2.5)
+            assert not server.sessions.sessions
+
+    asyncio.run(main())
+
+
+def test_connect_disconnect_cycles_leak_nothing(parts: Parts) -> None:
+    threads_before = set(threading.enumerate())
+
+    async def cycle(url: str) -> None:
+        client = await connect(url, role="talker")
+        client.keep_images = False
+        for _ in range(100):
+            if client.frames:
+                break
+            await asyncio.sleep(0.02)
+        assert client.frames
+        await client.close()
+
+    async def main() -> list[int]:
+        sizes = []
+        options = SessionOptions(target_delay_ms=500)
+        async with running_server(parts, session_options=options) as (server, url):
+            baseline_tasks = len(asyncio.all_tasks())
+            for i in range(50):
+                await cycle(url)
+                if i in (9, 49):
+                    for _ in range(50):
+                        if not server.sessions.sessions:
+                            break
+                        await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.3)
+                    gc.collect()
+                    sizes.append(tracemalloc.get_traced_memory()[0])
+                    assert not server.sessions.sessions and not server.engine.sessions
+                    assert len(asyncio.all_tasks()) <= baseline_tasks + 2, asyncio.all_tasks()
+        return sizes
+
+    tracemalloc.start()
+    try:
+        sizes = asyncio.run(main())
+    finally:
+        tracemalloc.stop()
+    assert sizes[1] - sizes[0] < 3_000_000, sizes  # 40 more sessions, no more memory
+    lingering = [
+        t for t in set(threading.enumerate()) - threads_before if t.is_alive() and "session" in t.name
+    ]
+    assert not lingering

@@ -1,0 +1,1 @@
+"""The network side: an aiohttp + aiortc server around the engine (`ihuman serve`)."""

@@ -1,0 +1,58 @@
+"""`GET /metrics`: Prometheus text, collected from the live sessions at scrape time.
+
+A collector (not gauges kept up to date) means a closed session leaves no
+stale series behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from transport.live import SessionRegistry
+
+
+class SessionCollector(Collector):
+    def __init__(self, registry: SessionRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        r = self.registry
+        yield GaugeMetricFamily("ihuman_sessions", "Avatar sessions running", value=len(r.sessions))
+        yield GaugeMetricFamily("ihuman_sessions_max", "Avatar sessions allowed", value=r.max_sessions)
+        yield CounterMetricFamily("ihuman_sessions_started", "Avatar sessions started", value=r.started_total)
+        yield CounterMetricFamily(
+            "ihuman_sessions_rejected", "Offers refused: all sessions in use", value=r.rejected_total
+        )
+        session = ["session"]
+        peers = GaugeMetricFamily("ihuman_peers", "Connected peers", labels=["session", "role"])
+        fps = GaugeMetricFamily("ihuman_fps", "Frames per second sent", labels=session)
+        latency = GaugeMetricFamily("ihuman_added_latency_ms", "Added latency", labels=[*session, "quantile"])
+        delay = GaugeMetricFamily("ihuman_target_delay_ms", "Audio in to audio+video out", labels=session)
+        fallbacks = CounterMetricFamily("ihuman_fallback_frames", "Frames not fully refined", labels=session)
+        degrade = GaugeMetricFamily("ihuman_degrade_level", "Quality degrade level", labels=session)
+        for live in list(r.sessions.values()):
+            s = live.session.snapshot()
+            for role in ("talker", "viewer"):
+                peers.add_metric([live.id, role], sum(p.role == role for p in live.peers))
+            fps.add_metric([live.id], s.fps_out)
+            for q in ("p50", "p90", "p99"):
+                if s.added_latency_ms is not None:
+                    latency.add_metric([live.id, q], s.added_latency_ms[q])
+            delay.add_metric([live.id], s.target_delay_ms)
+            fallbacks.add_metric([live.id], sum(s.fallbacks.values()))
+            degrade.add_metric([live.id], s.degrade_level)
+        yield from (peers, fps, latency, delay, fallbacks, degrade)
+
+
+def metrics_registry(sessions: SessionRegistry) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SessionCollector(sessions))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

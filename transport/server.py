@@ -1,0 +1,256 @@
+"""`ihuman serve`: the HTTP side of the server (aiohttp) and its start-up.
+
+Routes: `GET /` (the client page) and `/client/*` (its files), `POST /offer`
+(SDP offer -> answer, for a talker or a viewer), `POST /avatars` (upload a
+reference picture), `GET /avatars`, `GET /health`, `GET /metrics`.
+
+Security: binds 127.0.0.1 unless told otherwise, and refuses to listen
+anywhere else without a token; with a token, every route checks it (an
+`Authorization: Bearer` header or a `token` query parameter, compared in
+constant time). Bodies, SDP, images (bytes, pixels, formats) and the number
+of sessions are limited; bad input gets a 4xx with a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from aiortc import RTCSessionDescription
+
+from engine.exceptions import EngineError
+from engine.streaming.engine import Engine
+from engine.streaming.session import SessionOptions
+from transport import codecs, ice
+from transport.avatars import MAX_UPLOAD_BYTES, AvatarStore
+from transport.errors import RequestError
+from transport.live import SessionRegistry
+from transport.metrics import metrics_registry, render
+
+log = logging.getLogger(__name__)
+
+CLIENT_DIR = Path(__file__).resolve().parents[1] / "client_web"
+CLIENT_FILES = {"index.html", "app.js", "msgpack.js", "style.css"}
+MAX_SDP_BYTES = 64 * 1024
+MAX_JSON_BYTES = MAX_SDP_BYTES + 4096
+MAX_TEXT_CHARS = 512
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None  # required for every route when set (and to listen beyond loopback)
+    max_sessions: int = 2  # concurrent avatar sessions (each runs the engine)
+    ice_servers: tuple[str, ...] = ()  # stun:/turn: URLs; none by default (no traffic to third parties)
+    ice_addresses: tuple[str, ...] | None = None  # host candidates offered (None: all + loopback)
+    connect_timeout_s: float = 30.0  # a peer that has not connected by then is dropped
+    video_size: tuple[int, int] = (1280, 720)
+    session_options: SessionOptions = field(default_factory=SessionOptions)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_settings(settings: ServerSettings) -> None:
+    if not is_loopback(settings.host) and not settings.token:
+        raise EngineError(
+            f"refusing to listen on {settings.host} without --token: anyone who can reach it could "
+            "use the engine; pass --token SECRET (or bind 127.0.0.1)"
+        )
+    if settings.max_sessions < 1:
+        raise EngineError("--max-sessions must be at least 1")
+
+
+def _token_middleware(token: str | None) -> Callable:
+    @web.middleware
+    async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if token is None:
+            return await handler(request)
+        given = request.query.get("token", "")
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            given = header[len("Bearer ") :]
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise RequestError("missing or wrong token", 401)
+        return await handler(request)
+
+    return check_token
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """User errors -> their status with a JSON message; anything else -> 500, logged."""
+    try:
+        return await handler(request)
+    except RequestError as err:
+        return web.json_response({"error": str(err)}, status=err.status)
+    except web.HTTPException as err:
+        if err.status >= 400:
+            return web.json_response({"error": err.reason}, status=err.status)
+        raise
+    except EngineError as err:
+        return web.json_response({"error": str(err)}, status=400)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return web.json_response({"error": "internal error"}, status=500)
+
+
+async def _json_body(request: web.Request) -> dict:
+    if request.content_type != "application/json":
+        raise RequestError(f"expected application/json, got {request.content_type}", 415)
+    if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
+        raise RequestError(f"body of {request.content_length} bytes; the limit is {MAX_JSON_BYTES}", 413)
+    raw = await request.content.read(MAX_JSON_BYTES + 1)
+    if len(raw) > MAX_JSON_BYTES:
+        raise RequestError(f"body over the {MAX_JSON_BYTES}-byte limit", 413)
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RequestError(f"body is not JSON: {err}") from None
+    if not isinstance(body, dict):
+        raise RequestError("body must be a JSON object")
+    return body
+
+
+def _string(body: dict, name: str, limit: int, *, required: bool = False) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise RequestError(f"missing {name!r}")
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise RequestError(f"{name!r} must be a string of at most {limit} characters")
+    return value
+
+
+class Server:
+    def __init__(
+        self, engine: Engine, settings: ServerSettings, default_avatar: Callable[[], object]
+    ) -> None:
+        check_settings(settings)
+        self.engine, self.settings = engine, settings
+        codecs.install()
+        ice.use_host_addresses(settings.ice_addresses)
+        rtc_config = ice.configuration(settings.ice_servers)
+        self.avatars = AvatarStore()
+        self.sessions = SessionRegistry(
+            engine,
+            self.avatars,
+            default_avatar,
+            lambda: rtc_config,
+            max_sessions=settings.max_sessions,
+            connect_timeout_s=settings.connect_timeout_s,
+            options=settings.session_options,
+            video_size=settings.video_size,
+        )
+        self.metrics = metrics_registry(self.sessions)
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            middlewares=[_errors, _token_middleware(self.settings.token)],
+            client_max_size=MAX_UPLOAD_BYTES + 1024,
+        )
+        app.router.add_get("/", self.page)
+        app.router.add_get("/client/{name}", self.client_file)
+        app.router.add_post("/offer", self.offer)
+        app.router.add_post("/avatars", self.upload_avatar)
+        app.router.add_get("/avatars", self.list_avatars)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/metrics", self.prometheus)
+        app.on_shutdown.append(self._shutdown)
+        return app
+
+    async def _shutdown(self, _app: web.Application) -> None:
+        await self.sessions.close_all()
+
+    # ----- routes -------------------------------------------------------------------------------
+    async def page(self, _request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(CLIENT_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+    async def client_file(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in CLIENT_FILES:  # a fixed list: no path ever reaches the file system
+            raise RequestError(f"no client file {name!r}", 404)
+        return web.FileResponse(CLIENT_DIR / name, headers={"Cache-Control": "no-store"})
+
+    async def offer(self, request: web.Request) -> web.StreamResponse:
+        body = await _json_body(request)
+        sdp = _string(body, "sdp", MAX_SDP_BYTES, required=True)
+        if body.get("type") != "offer" or not sdp or not sdp.startswith("v=0"):
+            raise RequestError("expected {'type': 'offer', 'sdp': 'v=0...'}")
+        offer = RTCSessionDescription(sdp=sdp, type="offer")
+        role = body.get("role", "talker")
+        if role == "viewer":
+            session_id = _string(body, "session", 64, required=True)
+            assert session_id is not None
+            answer = await self.sessions.viewer(offer, session_id)
+        elif role == "talker":
+            avatar = _string(body, "avatar", 64)
+            text = _string(body, "text", MAX_TEXT_CHARS)
+            session_id, answer = await self.sessions.talker(offer, avatar, text)
+        else:
+            raise RequestError(f"role must be 'talker' or 'viewer', not {role!r}")
+        return web.json_response({"type": "answer", "sdp": answer, "session": session_id})
+
+    async def upload_avatar(self, request: web.Request) -> web.StreamResponse:
+        if not request.content_type.startswith("image/"):
+            kind = request.content_type
+            raise RequestError(f"send the picture as image/png, image/jpeg or image/webp, not {kind}", 415)
+        size = request.content_length
+        if size is not None and size > MAX_UPLOAD_BYTES:
+            raise RequestError(f"image of {size} bytes; the limit is {MAX_UPLOAD_BYTES}", 413)
+        data = await request.content.read(MAX_UPLOAD_BYTES + 1)
+        avatar = self.avatars.add(data)
+        _, height, width = avatar.image.shape
+        return web.json_response({"id": avatar.id, "width": width, "height": height}, status=201)
+
+    async def list_avatars(self, _request: web.Request) -> web.StreamResponse:
+        return web.json_response({"avatars": self.avatars.ids()})
+
+    async def health(self, _request: web.Request) -> web.StreamResponse:
+        return web.json_response(
+            {
+                "status": "ok",
+                "sessions": len(self.sessions.sessions),
+                "max_sessions": self.settings.max_sessions,
+                "preset": self.engine.config.name,
+                "weights": self.engine.parts.source,
+            }
+        )
+
+    async def prometheus(self, _request: web.Request) -> web.StreamResponse:
+        return web.Response(body=render(self.metrics), content_type="text/plain", charset="utf-8")
+
+
+async def run(server: Server, on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve until cancelled; on_ready(url) once listening."""
+    runner = web.AppRunner(server.app(), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, server.settings.host, server.settings.port)
+    await site.start()
+    host = server.settings.host if ":" not in server.settings.host else f"[{server.settings.host}]"
+    url = f"http://{host}:{server.settings.port}/"
+    if server.settings.token:
+        url += f"?token={server.settings.token}"
+    log.info("serving %s with %s", url, server.engine.parts.source)
+    if on_ready:
+        on_ready(url)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,100 @@
+"""Media tracks between aiortc and an engine session.
+
+Outbound: the session's paced frames as a video track (scaled to the output
+size by libswscale, which also does the RGB -> YUV the encoder needs) and its
+delayed audio as an audio track; `MediaRelay` shares both with every peer of
+the session without running the engine twice. Inbound: the talker's
+microphone, resampled to the engine's 16 kHz mono.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from engine.streaming.session import Session
+
+log = logging.getLogger(__name__)
+
+VIDEO_CLOCK = 90_000  # RTP video clock rate
+
+
+class SessionVideoTrack(MediaStreamTrack):
+    kind = "video"
+
+    def __init__(self, session: Session, width: int, height: int) -> None:
+        super().__init__()
+        self._frames = session.frames()
+        self.width, self.height = width, height
+        self._ticks = VIDEO_CLOCK // session.fps
+        self.last_pts: int | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        try:
+            frame = await anext(self._frames)
+        except StopAsyncIteration:
+            self.stop()
+            raise MediaStreamError from None
+        # Scaling to 720p (with the RGB -> YUV the encoder needs) takes milliseconds: a thread,
+        # not the event loop that carries every peer's packets.
+        out = await asyncio.to_thread(self._scale, frame.image)
+        out.pts = frame.pts * self._ticks
+        out.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        self.last_pts = frame.pts
+        return out
+
+    def _scale(self, image: np.ndarray) -> av.VideoFrame:
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        return frame.reformat(
+            width=self.width, height=self.height, format="yuv420p", interpolation="BILINEAR"
+        )
+
+
+class SessionAudioTrack(MediaStreamTrack):
+    kind = "audio"
+
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self._chunks = session.audio_out()
+        self.rate = session.rate
+
+    async def recv(self) -> av.AudioFrame:
+        try:
+            chunk = await anext(self._chunks)
+        except StopAsyncIteration:
+            self.stop()
+            raise MediaStreamError from None
+        pcm = (np.clip(chunk.samples, -1, 1) * 32767).round().astype(np.int16)
+        # Stereo with the same samples in both channels: the Opus encoder's own mono -> stereo
+        # upmix would lower the level by 3 dB.
+        frame = av.AudioFrame.from_ndarray(np.repeat(pcm, 2)[None], format="s16", layout="stereo")
+        frame.sample_rate = self.rate
+        frame.pts = chunk.pts
+        frame.time_base = fractions.Fraction(1, self.rate)
+        return frame
+
+
+class MicrophoneIngest:
+    """Incoming audio frames (any rate and layout) -> 16 kHz mono float32, channels averaged.
+
+    FFmpeg's own downmix to mono adds +3 dB (shared/notes/webrtc-and-media.md):
+    resample with the channels kept, then average them here.
+    """
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._resampler: av.AudioResampler | None = None
+        self._layout: str | None = None
+
+    def convert(self, frame: av.AudioFrame) -> np.ndarray:
+        if self._resampler is None or frame.layout.name != self._layout:
+            self._layout = frame.layout.name
+            self._resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=self.rate)
+        pieces = [f.to_ndarray().mean(axis=0, dtype=np.float32) for f in self._resampler.resample(frame)]
+        return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
