@@ -28,7 +28,7 @@ from engine.models.layers import (
     SelfAttention,
     TimestepEmbedder,
     gate,
-    modulate,
+    modulate_norm,
     rope_3d,
 )
 from engine.models.layout import SegmentLayout
@@ -83,7 +83,7 @@ class DiTBlock(nn.Module):
     ) -> Tensor:
         """x [B, L, W]; time_mod [B, F, 6, W]; text [B, T, W]; audio [B, Fa, A, W] for the last Fa frames."""
         shift_sa, scale_sa, gate_sa, shift_mlp, scale_mlp, gate_mlp = (time_mod + self.modulation).unbind(2)
-        h = modulate(self.norm_sa(x), shift_sa, scale_sa)
+        h = modulate_norm(self.norm_sa, x, shift_sa, scale_sa)
         x = x + gate(self.self_attn(h, rope, groups=groups), gate_sa)  # [B, L, W]
 
         if self.norm_ca is not None:
@@ -102,7 +102,7 @@ class DiTBlock(nn.Module):
                 branches = branches + nn.functional.pad(audio_out, (0, 0, L - audio_out.shape[1], 0))
             x = branches
 
-        h = modulate(self.norm_mlp(x), shift_mlp, scale_mlp)
+        h = modulate_norm(self.norm_mlp, x, shift_mlp, scale_mlp)
         return x + gate(self.mlp(h), gate_mlp)
 
 
@@ -123,7 +123,7 @@ class FinalLayer(nn.Module):
     def forward(self, x: Tensor, t_emb: Tensor) -> Tensor:
         """x [B, L, W], t_emb [B, F, W] -> [B, L, out_features]."""
         shift, scale = (t_emb[:, :, None] + self.modulation).unbind(2)
-        return self.linear(modulate(self.norm(x), shift, scale))
+        return self.linear(modulate_norm(self.norm, x, shift, scale))
 
 
 # ----- model -------------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 RMSNorm, adaLN modulation from the flow time, 3D rotary position embedding over
 (t, h, w), MLP, and self-/cross-attention. Every attention goes through the one
-`attention(q, k, v, ...)` function below; the kernels issue plugs its Triton
-path in behind that call, so the mask is described by a few integers (token
-groups, key lengths) rather than a dense L x L tensor.
+`attention(q, k, v, ...)` op of `kernels/` (Triton flash attention on CUDA,
+SDPA elsewhere), so the mask is described by a few integers (token groups, key
+lengths) rather than a dense L x L tensor; the fused norm + modulation and the
+RoPE apply come from there too.
 
 Token order everywhere is frame-major: a sequence of F latent frames with an
 h x w token grid each has L = F * h * w tokens, frame f owning tokens
@@ -21,54 +22,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# ----- attention ---------------------------------------------------------------------------------
+from kernels import apply_rope, attention, rms_norm_modulate
 
-
-@functools.lru_cache(maxsize=64)
-def _block_causal_mask(groups: tuple[int, ...], device: torch.device) -> Tensor:
-    group_of_token = torch.repeat_interleave(
-        torch.arange(len(groups), device=device),
-        torch.tensor(groups, device=device),
-        output_size=sum(groups),
-    )
-    return group_of_token[None, :] <= group_of_token[:, None]  # [L, L], True = may attend
-
-
-def block_causal_mask(groups: Sequence[int], device: torch.device | str = "cpu") -> Tensor:
-    """Dense boolean mask [L, L] for token groups that attend to themselves and earlier groups.
-
-    With groups (prefix, motion, new) the clean prefix sees only itself, the
-    motion frames see prefix and motion, and the noisy new frames see
-    everything. The context therefore never depends on the noisy tokens, which
-    makes its keys/values reusable across flow steps and segments.
-    """
-    return _block_causal_mask(tuple(int(g) for g in groups), torch.device(device))
-
-
-def attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    *,
-    groups: Sequence[int] | None = None,
-    kv_lens: Tensor | None = None,
-) -> Tensor:
-    """Scaled dot-product attention, q [B, H, Lq, D], k/v [B, H, Lk, D] -> [B, H, Lq, D].
-
-    groups: token counts of consecutive groups for a block-causal mask (self-attention,
-        Lq == Lk == sum(groups)); None = full attention.
-    kv_lens: [B] number of valid keys per batch row (padding after them is ignored).
-    """
-    assert q.shape[-1] == k.shape[-1] == v.shape[-1], "q, k, v head dims differ"
-    mask: Tensor | None = None
-    if groups is not None and len(groups) > 1:
-        assert sum(groups) == q.shape[2] == k.shape[2], "groups must cover the self-attention sequence"
-        mask = block_causal_mask(groups, q.device)
-    if kv_lens is not None:
-        valid = torch.arange(k.shape[2], device=k.device)[None, :] < kv_lens[:, None]  # [B, Lk]
-        valid = valid[:, None, None, :]
-        mask = valid if mask is None else mask & valid
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+# The attention, fused norm + modulation and RoPE ops live in `kernels/` (Triton on CUDA, plain
+# torch elsewhere); the models call them through these names.
+__all__ = [
+    "MLP",
+    "CrossAttention",
+    "FrameCrossAttention",
+    "RMSNorm",
+    "SelfAttention",
+    "TimestepEmbedder",
+    "apply_rope",
+    "attention",
+    "gate",
+    "modulate_norm",
+    "rope_3d",
+]
 
 
 # ----- normalisation and modulation ----------------------------------------------------------------
@@ -91,15 +61,12 @@ class RMSNorm(nn.Module):
         return x.to(dtype)
 
 
-def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """adaLN: `x * (1 + scale) + shift` with one (shift, scale) per latent frame.
+def modulate_norm(norm: RMSNorm, x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN over a normalised input: `norm(x) * (1 + scale) + shift`, one (shift, scale) per frame.
 
-    x [B, L, W] with L = F * N tokens; shift/scale [B, F, W].
+    x [B, L, W] with L = F * N tokens; shift/scale [B, F, W]. One fused kernel on CUDA.
     """
-    B, L, W = x.shape
-    frames = shift.shape[1]
-    x = x.view(B, frames, L // frames, W)
-    return (x * (1 + scale[:, :, None]) + shift[:, :, None]).view(B, L, W)
+    return rms_norm_modulate(x, shift, scale, norm.weight, norm.eps)
 
 
 def gate(x: Tensor, g: Tensor) -> Tensor:
@@ -161,15 +128,6 @@ def _rope_3d(
         angles.append(axis_angles.view(shape).expand(*grid, dim // 2))
     table = torch.cat(angles, dim=-1).reshape(-1, sum(split) // 2)
     return table.cos().float(), table.sin().float()
-
-
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate consecutive channel pairs of x [B, H, L, D] by the angles of cos/sin [L, D/2]."""
-    dtype = x.dtype
-    pairs = x.float().unflatten(-1, (-1, 2))
-    x0, x1 = pairs.unbind(-1)
-    rotated = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
-    return rotated.flatten(-2).to(dtype)
 
 
 # ----- blocks --------------------------------------------------------------------------------------
