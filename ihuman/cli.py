@@ -122,7 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = get_preset(args.preset)
     width, height = args.res if args.res else (None, None)
-    task = build_task(args.task, config, width, height, crop=args.crop)
+    task = build_task(args.task, config, width, height, crop=args.crop, bundle=out)
     settings = TrainSettings(steps=args.steps, lr=args.lr, checkpoint_every=args.checkpoint_every)
     trainer = Trainer(task.name, task.part, task.model, config, out, settings, extra_parts=task.extra)
     if trainer.resume():

@@ -1,4 +1,4 @@
-"""The `ihuman train vae|pose|audio` tasks: model, batches, loss and held-out evaluation of each.
+"""The `ihuman train` tasks: model, batches, loss and held-out evaluation of each.
 
 Batches come from the procedural generator on the fly (DataLoader workers
 render while the main process trains) or from clips on disk (`--data DIR`).
@@ -7,10 +7,8 @@ Held-out evaluation uses characters (seeds) the training never sees.
 
 from __future__ import annotations
 
-import abc
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,26 +23,12 @@ from engine.data.dataset import ClipGroupedSampler, ClipWindows, ProceduralWindo
 from engine.exceptions import ConfigError
 from engine.models.pose import PoseHead, pose_loss
 from engine.models.vae import VideoAutoencoder
+from engine.training.task import Task
 
 HELD_OUT_SEED = 1_000_000  # evaluation characters start here; training seeds stay below
-TASKS = ("vae", "pose", "audio")
-
-
-@dataclass
-class Task(abc.ABC):
-    name: str
-    part: str  # the bundle part it trains
-    model: nn.Module
-    extra: dict[str, nn.Module]  # task-only heads saved beside the bundle
-    spec: WindowSpec
-
-    @abc.abstractmethod
-    def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
-        """Training loss of one batch and stats to log."""
-
-    @abc.abstractmethod
-    def evaluate(self, batches: list[dict]) -> dict[str, float]:
-        """Metrics on held-out batches."""
+PART_TASKS = ("vae", "pose", "audio")  # trained on their own
+NEEDS = {"lr-a2v": ("vae", "audio"), "refiner": ("vae", "pose")}  # generators: the trained parts they read
+TASKS = (*PART_TASKS, *NEEDS)
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
@@ -149,13 +133,17 @@ class AudioTask(Task):
 
 
 def build_task(
-    name: str, config: Config, width: int | None = None, height: int | None = None, crop: int | None = None
+    name: str,
+    config: Config,
+    width: int | None = None,
+    height: int | None = None,
+    crop: int | None = None,
+    bundle: Path | None = None,
 ) -> Task:
-    """The task with its model (fresh) and window spec (default sizes: HR for vae, LR otherwise).
-
-    crop: vae only, train on random crops of this many pixels (a multiple of the VAE stride).
-    """
-    res = config.hr if name == "vae" else config.lr
+    """The task with its model (fresh) and window spec (default sizes: HR for vae and refiner, LR
+    otherwise). crop: vae only, train on random crops of this many pixels (a multiple of the VAE
+    stride). bundle: where lr-a2v and refiner read the trained parts they need (NEEDS)."""
+    res = config.hr if name in ("vae", "refiner") else config.lr
     w, h = width or res.width, height or res.height
     if crop is not None and (name != "vae" or crop <= 0 or crop % config.time.vae_spatial_stride):
         raise ConfigError(
@@ -172,6 +160,18 @@ def build_task(
         mouth = nn.Linear(config.audio.feature_dim, 1)
         spec = WindowSpec(frames=50, width=w, height=h)
         return AudioTask(name, "audio", AudioEncoder(config), {"mouth": mouth}, spec)
+    if name in NEEDS:
+        from engine.training import generators  # noqa: PLC0415  (they import this module's Task)
+
+        if (w, h) != (res.width, res.height):
+            raise ConfigError(f"{name} trains at the preset's size {res}: its latent grid is fixed")
+        parts = generators.trained_parts(config, bundle, NEEDS[name])
+        cls = generators.LRA2VTask if name == "lr-a2v" else generators.RefinerTask
+        spec = WindowSpec(frames=cls.window_frames(config), width=w, height=h)
+        model = parts.lr_a2v if name == "lr-a2v" else parts.refiner
+        task = cls(name, name.replace("-", "_"), model, {}, spec)
+        task.parts = parts
+        return task
     raise ValueError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}")
 
 

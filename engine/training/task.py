@@ -1,0 +1,27 @@
+"""The base of every `ihuman train` task: the part it trains, its batches' window, loss and evaluation."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from engine.data.dataset import WindowSpec
+
+
+@dataclass
+class Task(abc.ABC):
+    name: str
+    part: str  # the bundle part it trains
+    model: nn.Module
+    extra: dict[str, nn.Module]  # task-only heads saved beside the bundle
+    spec: WindowSpec
+
+    @abc.abstractmethod
+    def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
+        """Training loss of one batch and stats to log."""
+
+    @abc.abstractmethod
+    def evaluate(self, batches: list[dict]) -> dict[str, float]:
+        """Metrics on held-out batches."""
