@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 TORCH_VERSION := 2.13.0
 
-.PHONY: run test lint clean system-deps fixtures contact-sheet
+.PHONY: run test lint clean system-deps fixtures contact-sheet demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,3 +53,16 @@ contact-sheet: $(STAMP) system-deps
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# The demo bundle (tiny preset), trained on CPU from procedural data; every step resumes where an
+# interrupted run stopped, so `make demo` can simply be run again.
+DEMO ?= runs/demo
+DEMO_DATA ?= data/demo
+TRAIN := $(VENV)/bin/ihuman train
+demo: $(STAMP) system-deps
+	$(VENV)/bin/ihuman data make --out $(DEMO_DATA) --clips 300 --seconds 4 --res 320x176 --seed 0
+	$(TRAIN) pose   --out $(DEMO) --steps 3000 --batch 8 --lr 1e-3 --checkpoint-every 500 --eval-clips 8
+	$(TRAIN) vae    --out $(DEMO) --steps 4000 --batch 8 --crop 64 --half-scale 0.5 --lr 8e-4 --data $(DEMO_DATA) --checkpoint-every 250
+	$(TRAIN) audio  --out $(DEMO) --steps 1500 --batch 8 --lr 1e-3 --checkpoint-every 250
+	$(TRAIN) lr-a2v --out $(DEMO) --steps 6000 --batch 8 --lr 5e-4 --data $(DEMO_DATA) --checkpoint-every 250
+	$(TRAIN) refiner --out $(DEMO) --steps 4000 --batch 4 --lr 5e-4 --data $(DEMO_DATA) --checkpoint-every 250

@@ -30,6 +30,7 @@ from torch import nn
 from engine.audio.encoder import AudioEncoder
 from engine.config import Config
 from engine.exceptions import ConfigError, EngineError
+from engine.models.hand_reward import HandEvaluator
 from engine.models.lr_a2v import LRA2V
 from engine.models.pose import PoseHead
 from engine.models.refiner import PGRefiner
@@ -47,6 +48,7 @@ PART_BUILDERS: dict[str, Callable[[Config], nn.Module]] = {
     "vae": VideoAutoencoder,
     "audio": AudioEncoder,
     "pose": PoseHead,
+    "hand": HandEvaluator,  # training only: the reward of hand feedback learning
 }
 """How to build each part of a bundle from its config."""
 

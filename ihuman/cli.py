@@ -122,7 +122,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = get_preset(args.preset)
     width, height = args.res if args.res else (None, None)
-    task = build_task(args.task, config, width, height, crop=args.crop, bundle=out)
+    task = build_task(
+        args.task, config, width, height, crop=args.crop, bundle=out, half_scale=args.half_scale
+    )
     settings = TrainSettings(steps=args.steps, lr=args.lr, checkpoint_every=args.checkpoint_every)
     trainer = Trainer(task.name, task.part, task.model, config, out, settings, extra_parts=task.extra)
     if trainer.resume():
@@ -260,6 +262,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--res", type=_resolution, help="frame size (default: HR for vae, LR otherwise)")
     train.add_argument("--crop", type=int, help="vae: train on random crops of this many pixels")
+    train.add_argument("--half-scale", type=float, default=0.0, help="vae: share of batches at half size")
     train.add_argument(
         "--data", type=Path, help="clips from `ihuman data make` (default: generate on the fly)"
     )

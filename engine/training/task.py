@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -25,3 +26,8 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, batches: list[dict]) -> dict[str, float]:
         """Metrics on held-out batches."""
+
+    def stream(self, seeds: Sequence[int], batch: int, workers: int) -> Iterable[dict] | None:
+        """Batches from the characters `seeds`, for tasks whose data are not video windows
+        (None: the windows of `spec`, from disk or made on the fly)."""
+        return None

@@ -8,7 +8,7 @@ Held-out evaluation uses characters (seeds) the training never sees.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -19,14 +19,16 @@ from torch.utils.data import DataLoader
 from engine.audio.encoder import AudioEncoder
 from engine.config import Config
 from engine.data import keypoints as kp
-from engine.data.dataset import ClipGroupedSampler, ClipWindows, ProceduralWindows, WindowSpec
+from engine.data.dataset import ClipGroupedSampler, ClipWindows, ProceduralWindows, Shuffled, WindowSpec
+from engine.data.hand_pairs import HandPairs
 from engine.exceptions import ConfigError
+from engine.models.hand_reward import HandEvaluator
 from engine.models.pose import PoseHead, pose_loss
 from engine.models.vae import VideoAutoencoder
 from engine.training.task import Task
 
 HELD_OUT_SEED = 1_000_000  # evaluation characters start here; training seeds stay below
-PART_TASKS = ("vae", "pose", "audio")  # trained on their own
+PART_TASKS = ("vae", "pose", "audio", "hand-evaluator")  # trained on their own
 NEEDS = {"lr-a2v": ("vae", "audio"), "refiner": ("vae", "pose")}  # generators: the trained parts they read
 TASKS = (*PART_TASKS, *NEEDS)
 
@@ -72,14 +74,28 @@ def _crop_centre(batch: dict, width: int, height: int) -> tuple[float, float] | 
 
 class VAETask(Task):
     """Reconstruction (L1 + MSE). The autoencoder is fully convolutional, so it trains on random
-    crops (`crop` pixels, much cheaper on a CPU) and is evaluated on whole held-out frames."""
+    crops (`crop` pixels, much cheaper on a CPU) and is evaluated on whole held-out frames.
+
+    half_scale: the share of batches shrunk to half size first, so one autoencoder serves a preset's
+    LR and HR videos (the person is half as large in LR pixels)."""
 
     crop: int | None = None
+    half_scale: float = 0.0
 
     def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
-        frames = batch["frames"].transpose(1, 2)  # [B, 3, T, H, W]
+        frames = batch["frames"]  # [B, T, 3, H, W]
+        scale = 1.0
+        if self.half_scale and torch.rand(()) < self.half_scale:
+            B, T, _, H, W = frames.shape
+            stride = self.model.config.time.vae_spatial_stride
+            size = (H // 2 // stride * stride, W // 2 // stride * stride)
+            frames = F.interpolate(frames.flatten(0, 1), size=size, mode="bilinear", antialias=True)
+            frames = frames.view(B, T, 3, *size)
+            scale = 0.5
+        frames = frames.transpose(1, 2)  # [B, 3, T, H, W]
         if self.crop:
-            centre = _crop_centre(batch, frames.shape[-1], frames.shape[-2])
+            centre = _crop_centre(batch, frames.shape[-1] / scale, frames.shape[-2] / scale)
+            centre = None if centre is None else (centre[0] * scale, centre[1] * scale)
             frames = random_crop(frames, self.crop, self.model.config.time.vae_spatial_stride, centre)
         recon = self.model(frames)
         loss = F.l1_loss(recon, frames) + F.mse_loss(recon, frames)
@@ -132,6 +148,40 @@ class AudioTask(Task):
         return {"held_out_mouth_corr": float(torch.corrcoef(torch.stack((pred, target)))[0, 1])}
 
 
+class HandEvaluatorTask(Task):
+    """Good/broken hand pairs (engine/data/hand_pairs.py) at the LR size; BCE on both crops of a pair."""
+
+    pairs_per_character = 6
+
+    def stream(self, seeds: Sequence[int], batch: int, workers: int) -> Iterable[dict]:
+        crop = self.model.crop  # type: ignore[attr-defined]
+        pairs = HandPairs(seeds, self.pairs_per_character, self.spec.width, self.spec.height, crop)
+        return DataLoader(pairs, batch_size=max(1, batch // 2), num_workers=workers)
+
+    def _logits(self, batch: dict) -> tuple[Tensor, Tensor]:
+        return self.model(batch["good"]), self.model(batch["bad"])
+
+    def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
+        good, bad = self._logits(batch)
+        loss = F.binary_cross_entropy_with_logits(
+            good, torch.ones_like(good)
+        ) + F.binary_cross_entropy_with_logits(bad, torch.zeros_like(bad))
+        return loss, {"pair_accuracy": float((good > bad).float().mean())}
+
+    @torch.no_grad()
+    def evaluate(self, batches: list[dict]) -> dict[str, float]:
+        self.model.eval()
+        scored = [self._logits(b) for b in batches]
+        self.model.train()
+        good = torch.cat([g for g, _ in scored])
+        bad = torch.cat([b for _, b in scored])
+        return {
+            "held_out_pair_accuracy": float((good > bad).float().mean()),
+            "held_out_accuracy": float(torch.cat([good > 0, bad < 0]).float().mean()),
+            "held_out_pairs": float(len(good)),
+        }
+
+
 def build_task(
     name: str,
     config: Config,
@@ -139,6 +189,7 @@ def build_task(
     height: int | None = None,
     crop: int | None = None,
     bundle: Path | None = None,
+    half_scale: float = 0.0,
 ) -> Task:
     """The task with its model (fresh) and window spec (default sizes: HR for vae and refiner, LR
     otherwise). crop: vae only, train on random crops of this many pixels (a multiple of the VAE
@@ -149,10 +200,12 @@ def build_task(
         raise ConfigError(
             f"--crop is for the vae task, a positive multiple of {config.time.vae_spatial_stride}; got {crop}"
         )
+    if half_scale and (name != "vae" or not 0 <= half_scale <= 1):
+        raise ConfigError(f"--half-scale is for the vae task, a share in [0, 1]; got {half_scale}")
     if name == "vae":
         spec = WindowSpec(frames=1 + 2 * config.time.vae_temporal_stride, width=w, height=h)
         task = VAETask(name, "vae", VideoAutoencoder(config), {}, spec)
-        task.crop = crop
+        task.crop, task.half_scale = crop, half_scale
         return task
     if name == "pose":
         return PoseTask(name, "pose", PoseHead(config), {}, WindowSpec(frames=4, width=w, height=h))
@@ -160,6 +213,10 @@ def build_task(
         mouth = nn.Linear(config.audio.feature_dim, 1)
         spec = WindowSpec(frames=50, width=w, height=h)
         return AudioTask(name, "audio", AudioEncoder(config), {"mouth": mouth}, spec)
+    if name == "hand-evaluator":
+        return HandEvaluatorTask(
+            name, "hand", HandEvaluator(config), {}, WindowSpec(frames=1, width=w, height=h)
+        )
     if name in NEEDS:
         from engine.training import generators  # noqa: PLC0415  (they import this module's Task)
 
@@ -179,6 +236,10 @@ def batches(
     task: Task, batch: int, *, seed: int, seconds: float, workers: int, data: Path | None = None
 ) -> Iterator[dict]:
     """An endless stream of training batches."""
+    own = task.stream(range(seed, HELD_OUT_SEED), batch, workers)
+    if own is not None:
+        while True:
+            yield from own
     if data is not None:
         mix = min(batch, 8)  # characters per batch (and decoded clips held per loader worker)
         dataset = ClipWindows(data, task.spec, hop=max(1, task.spec.frames // 2), cache=mix)
@@ -191,15 +252,14 @@ def batches(
     for epoch in itertools.count():
         start = seed + epoch * 10_000
         seeds = range(start, min(start + 10_000, HELD_OUT_SEED))
-        loader = DataLoader(
-            ProceduralWindows(seeds, seconds, task.spec),
-            batch_size=batch,
-            num_workers=workers,
-            drop_last=True,
-        )
-        yield from loader
+        windows = Shuffled(ProceduralWindows(seeds, seconds, task.spec), size=4 * batch, seed=start)
+        yield from DataLoader(windows, batch_size=batch, num_workers=workers, drop_last=True)
 
 
 def held_out(task: Task, clips: int, seconds: float, batch: int) -> list[dict]:
-    windows = ProceduralWindows(range(HELD_OUT_SEED, HELD_OUT_SEED + clips), seconds, task.spec)
-    return list(DataLoader(windows, batch_size=batch))
+    """Batches of `clips` characters the training never sees."""
+    seeds = range(HELD_OUT_SEED, HELD_OUT_SEED + clips)
+    own = task.stream(seeds, batch, 0)
+    if own is not None:
+        return list(own)
+    return list(DataLoader(ProceduralWindows(seeds, seconds, task.spec), batch_size=batch))

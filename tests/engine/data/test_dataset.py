@@ -9,7 +9,7 @@ import torch
 
 from engine.config import TimeBase
 from engine.data.clip import make_clip
-from engine.data.dataset import ClipGroupedSampler, ClipWindows, ProceduralWindows, WindowSpec
+from engine.data.dataset import ClipGroupedSampler, ClipWindows, ProceduralWindows, Shuffled, WindowSpec
 from engine.data.make import make_dataset
 from engine.data.motion import motion_from_audio
 from engine.data.store import DataError, clip_dir, list_clips, read_clip, write_clip
@@ -98,3 +98,10 @@ def test_grouped_sampler_visits_every_window_once_mixing_clips(mix: int) -> None
     switches = sum(a != b for a, b in itertools.pairwise(clips))
     # One clip at a time switches clip once; two at a time interleave them.
     assert switches == 1 if mix == 1 else switches > 2
+
+
+def test_shuffled_keeps_every_window_and_mixes_characters() -> None:
+    spec = WindowSpec(frames=5, width=32, height=16)
+    plain = [w["identity"] for w in ProceduralWindows(range(3), 1.0, spec)]
+    mixed = [w["identity"] for w in Shuffled(ProceduralWindows(range(3), 1.0, spec), size=4, seed=1)]
+    assert sorted(mixed) == sorted(plain) and mixed != plain

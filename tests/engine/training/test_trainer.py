@@ -97,3 +97,12 @@ def test_cli_trains_resumes_and_evaluates(tmp_path: Path, capsys: pytest.Capture
     assert json.loads((tmp_path / "eval_pose.json").read_text())["step"] == 3
     assert main(["train", "pose", "--out", str(tmp_path / "x"), "--crop", "32"]) == 2
     assert "--crop is for the vae task" in capsys.readouterr().err
+
+
+def test_vae_trains_at_half_scale_too() -> None:
+    task = build_task("vae", TINY, 64, 32, crop=16, half_scale=1.0)
+    batch = next(batches(task, 2, seed=0, seconds=_seconds(task), workers=0))
+    loss, stats = task.loss(batch)
+    assert loss.requires_grad and math.isfinite(stats["psnr"])
+    with pytest.raises(ConfigError, match="half-scale"):
+        build_task("pose", TINY, half_scale=0.5)
