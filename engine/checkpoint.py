@@ -49,6 +49,7 @@ PART_BUILDERS: dict[str, Callable[[Config], nn.Module]] = {
     "audio": AudioEncoder,
     "pose": PoseHead,
     "hand": HandEvaluator,  # training only: the reward of hand feedback learning
+    "refiner_teacher": PGRefiner,  # training only: the multi-step refiner the 1-step one is distilled from
 }
 """How to build each part of a bundle from its config."""
 

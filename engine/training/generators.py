@@ -18,29 +18,41 @@ exactly as the live engine meets them:
 
 from __future__ import annotations
 
+import itertools
+import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from engine.audio.windows import latent_audio_windows
-from engine.checkpoint import PART_BUILDERS, BundleError, load_bundle
+from engine.checkpoint import PART_BUILDERS, BundleError, load_bundle, read_config, save_bundle
 from engine.config import Config
+from engine.data import keypoints as kp
+from engine.data.dataset import WindowSpec
 from engine.data.pose_tensor import pose_tensor
-from engine.flow import sample_training_time
+from engine.flow import euler_sample, sample_training_time, sampling_times
+from engine.models.degradation import degrade_latent, sample_degradation
+from engine.models.hand_reward import HandEvaluator
+from engine.models.lr_a2v import LRConditions
+from engine.models.refiner import PGRefiner, RefinerConditions
 from engine.models.text import tokenize
 from engine.parts import REQUIRED, Parts
 from engine.training.steps import LRA2VBatch, RefinerBatch, lr_a2v_step, refiner_step
 from engine.training.task import Task
+from engine.training.tasks import psnr
 
 STREAM_START_RATE = 0.15  # share of LR-A2V segments trained without motion latents
 PREDICTED_POSE_RATE = 0.5  # share of refiner batches guided by the pose head instead of the truth
 EVAL_TIMES = (0.25, 0.5, 0.75)  # flow times of the held-out loss (fixed, so runs compare)
 
 
-def trained_parts(config: Config, bundle: Path | None, names: tuple[str, ...]) -> Parts:
-    """The bundle's trained `names` (frozen, eval) and fresh generators, as one Parts."""
+def trained_parts(
+    config: Config, bundle: Path | None, names: tuple[str, ...]
+) -> tuple[Parts, dict[str, nn.Module]]:
+    """The bundle's trained `names` (frozen, eval) with fresh modules for the other engine parts;
+    parts that are not engine parts (the hand evaluator, the refiner's teacher) come back apart."""
     have = (
         load_bundle(bundle, names).parts if bundle is not None and (bundle / "config.json").is_file() else {}
     )
@@ -52,8 +64,50 @@ def trained_parts(config: Config, bundle: Path | None, names: tuple[str, ...]) -
         )
     for module in have.values():
         module.eval().requires_grad_(False)
-    fresh = {n: PART_BUILDERS[n](config) for n in REQUIRED if n not in have}
-    return Parts(config=config, **have, **fresh, source=f"training from {bundle}")
+    engine = {n: have[n] if n in have else PART_BUILDERS[n](config) for n in REQUIRED}
+    extras = {n: m for n, m in have.items() if n not in REQUIRED}
+    return Parts(config=config, **engine, source=f"training from {bundle}"), extras
+
+
+def _trainable_copy(module: nn.Module, config: Config, part: str) -> nn.Module:
+    copy = PART_BUILDERS[part](config)
+    copy.load_state_dict(module.state_dict())
+    return copy.train().requires_grad_(True)
+
+
+def build_generator_task(name: str, config: Config, spec_size: tuple[int, int], bundle: Path | None) -> Task:
+    """lr-a2v, refiner, distill or hand-refl, with the parts it reads from the bundle."""
+    w, h = spec_size
+    if name == "lr-a2v":
+        parts, _ = trained_parts(config, bundle, ("vae", "audio"))
+        task: Task = LRA2VTask(name, "lr_a2v", parts.lr_a2v.train(), {}, _spec(LRA2VTask, config, w, h))
+    elif name == "refiner":
+        parts, _ = trained_parts(config, bundle, ("vae", "pose"))
+        task = RefinerTask(name, "refiner", parts.refiner.train(), {}, _spec(RefinerTask, config, w, h))
+    elif name == "distill":
+        assert bundle is not None
+        has_teacher = "refiner_teacher" in read_config(bundle)[1].get("parts", {})
+        teacher_name = "refiner_teacher" if has_teacher else "refiner"
+        parts, extras = trained_parts(config, bundle, ("vae", "pose", teacher_name))
+        teacher = extras.get("refiner_teacher") or parts.refiner
+        if not has_teacher:  # keep the multi-step refiner: `refiner` becomes the student
+            save_bundle(bundle, config, {"refiner_teacher": teacher}, merge=True)
+        student = _trainable_copy(teacher, config, "refiner")
+        task = DistillTask(name, "refiner", student, {}, _spec(RefinerTask, config, w, h))
+        task.teacher = teacher
+    elif name == "hand-refl":
+        parts, extras = trained_parts(config, bundle, ("vae", "audio", "pose", "hand", "lr_a2v"))
+        model = _trainable_copy(parts.lr_a2v, config, "lr_a2v")
+        task = HandReflTask(name, "lr_a2v", model, {}, _spec(LRA2VTask, config, w, h))
+        task.evaluator = extras["hand"]
+    else:
+        raise ValueError(f"unknown generator task {name!r}")
+    task.parts = parts  # type: ignore[attr-defined]
+    return task
+
+
+def _spec(cls: type, config: Config, width: int, height: int) -> WindowSpec:
+    return WindowSpec(frames=cls.window_frames(config), width=width, height=height)
 
 
 def _clip(reference: Tensor, frames: Tensor) -> Tensor:
@@ -168,3 +222,170 @@ class RefinerTask(Task):
         self.model.train()
         mean = {k: sum(v) / len(v) for k, v in losses.items()}
         return {"held_out_flow_loss_true_pose": mean[False], "held_out_flow_loss_predicted_pose": mean[True]}
+
+
+class DistillTask(RefinerTask):
+    """One-step refiner distilled from the multi-step one.
+
+    Method: regression onto the teacher's K-step sample from the same noise and
+    conditions (the deterministic ODE map noise -> sample), in latent space plus
+    an L1 between the two decoded videos (the frozen decoder as a cheap
+    perceptual proxy), student initialised from the teacher. Why this: the
+    refiner is strongly conditioned — a degraded LR latent, the pose tensor and
+    the reference decide nearly everything — so its conditional output is close
+    to unimodal and the noise -> sample map is smooth, which a single step fits
+    by plain regression; that is stable and cheap enough for a CPU. Consistency
+    distillation needs many more training steps to converge, and an adversarial
+    term needs a discriminator that is hard to keep balanced at this scale.
+
+    The bundle keeps the teacher as `refiner_teacher`; `refiner` becomes the student.
+    """
+
+    teacher: PGRefiner
+    teacher_steps: int = 4
+    pixel_weight: float = 1.0
+
+    def _conditions(self, data: RefinerBatch, g: torch.Generator | None) -> RefinerConditions:
+        cfg = self.parts.config
+        sigma, noise_level = sample_degradation(data.target.shape[0], cfg.degradation, g)
+        degraded = degrade_latent(data.lr, sigma, noise_level, g)
+        return RefinerConditions(
+            prefix=data.prefix, motion=data.motion, lr=degraded, pose=data.pose, text=data.text
+        )
+
+    def _decode(self, prefix: Tensor, latents: Tensor) -> Tensor:
+        """The frames of `latents` decoded after the prefix (as the engine's primed decoder does)."""
+        return self.parts.vae.decode(torch.cat([prefix, latents], dim=2))[:, :, 1:]
+
+    def _pair(
+        self, data: RefinerBatch, g: torch.Generator | None
+    ) -> tuple[Tensor, Tensor, RefinerConditions]:
+        cond = self._conditions(data, g)
+        noise = torch.randn(data.target.shape, generator=g)
+        shift = self.parts.config.flow.refiner_time_shift
+        with torch.no_grad():
+            teacher = euler_sample(
+                self.teacher.velocity(cond), noise, sampling_times(self.teacher_steps, shift)
+            )
+        t0 = torch.zeros(noise.shape[0])
+        student = noise + self.model(noise, t0, cond)  # one Euler step from t = 0 to 1
+        return student, teacher, cond
+
+    def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
+        data = self.make_batch(batch)
+        student, teacher, _ = self._pair(data, None)
+        latent = F.mse_loss(student, teacher)
+        with torch.no_grad():
+            target = self._decode(data.prefix, teacher)
+        pixels = F.l1_loss(self._decode(data.prefix, student), target)
+        stats = {"latent_mse": float(latent.detach()), "pixel_l1": float(pixels.detach())}
+        return latent + self.pixel_weight * pixels, stats
+
+    @torch.no_grad()
+    def evaluate(self, batches: list[dict]) -> dict[str, float]:
+        """PSNR of the student's and the teacher's frames against the real ones, and their times."""
+        self.model.eval()
+        g = torch.Generator().manual_seed(0)
+        psnr_student, psnr_teacher, agree, t_student, t_teacher = [], [], [], 0.0, 0.0
+        shift = self.parts.config.flow.refiner_time_shift
+        for b in batches:
+            data = self.make_batch(b, predicted_pose=True)
+            cond = self._conditions(data, g)
+            noise = torch.randn(data.target.shape, generator=g)
+            start = time.perf_counter()
+            teacher = euler_sample(
+                self.teacher.velocity(cond), noise, sampling_times(self.teacher_steps, shift)
+            )
+            middle = time.perf_counter()
+            student = euler_sample(self.model.velocity(cond), noise, sampling_times(1, shift))
+            t_teacher, t_student = t_teacher + middle - start, t_student + time.perf_counter() - middle
+            real = self._decode(data.prefix, data.target).clamp(0, 1)
+            frames_t, frames_s = (self._decode(data.prefix, z).clamp(0, 1) for z in (teacher, student))
+            psnr_teacher.append(psnr(frames_t, real))
+            psnr_student.append(psnr(frames_s, real))
+            agree.append(psnr(frames_s, frames_t))
+        self.model.train()
+        n = len(batches)
+        return {
+            "student_psnr_db": sum(psnr_student) / n,
+            "teacher_psnr_db": sum(psnr_teacher) / n,
+            "student_vs_teacher_psnr_db": sum(agree) / n,
+            "teacher_steps": float(self.teacher_steps),
+            "speedup": t_teacher / max(t_student, 1e-9),
+        }
+
+
+def hand_crops(frames: Tensor, points: Tensor, visible: Tensor, size: int) -> Tensor:
+    """Crops [n, 3, size, size] around each visible hand of frames [N, 3, H, W] (keeps gradients)."""
+    N, _, H, W = frames.shape
+    crops = []
+    for hand in ("hand_l", "hand_r"):
+        group = kp.part(hand)
+        centres = kp.to_pixels(points[:, group].mean(1), W, H)  # [N, 2]
+        seen = visible[:, group].float().mean(1) > 0.9
+        for i in range(N):
+            if not seen[i]:
+                continue
+            x0 = int(centres[i, 0].clamp(size / 2, W - size / 2)) - size // 2
+            y0 = int(centres[i, 1].clamp(size / 2, H - size / 2)) - size // 2
+            crops.append(frames[i, :, y0 : y0 + size, x0 : x0 + size])
+    return torch.stack(crops) if crops else frames.new_zeros(0, 3, size, size)
+
+
+class HandReflTask(LRA2VTask):
+    """Hand reward feedback learning on LR-A2V, mixed with its flow loss.
+
+    Each step also samples the segment with K Euler steps — gradients only
+    through the last one (ReFL) — decodes it, finds the hands of one random
+    generated frame with the pose head, and scores them with the frozen hand
+    evaluator: `L_hand = E[T - r_hand]` with T = 1, the best score.
+    """
+
+    evaluator: HandEvaluator
+    weight: float = 0.1  # of L_hand against the flow loss
+    steps: int = 2
+
+    def _sample(self, data: LRA2VBatch, grad: bool, g: torch.Generator | None = None) -> Tensor:
+        cond = LRConditions(prefix=data.prefix, motion=data.motion, audio=data.audio, text=data.text)
+        times = sampling_times(self.steps, self.parts.config.flow.lr_time_shift).tolist()
+        z = torch.randn(data.target.shape, generator=g)
+        for i, (t0, t1) in enumerate(itertools.pairwise(times)):
+            last = i == len(times) - 2
+            with torch.set_grad_enabled(grad and last):
+                t = torch.full((z.shape[0],), t0)
+                z = z + (t1 - t0) * self.model(z, t, cond)
+        return z
+
+    def _reward(self, data: LRA2VBatch, latents: Tensor, frame: int) -> Tensor:
+        video = self.parts.vae.decode(torch.cat([data.prefix, data.motion, latents], dim=2))
+        frames = video[:, :, -(latents.shape[2] * self.parts.config.time.vae_temporal_stride) :][:, :, frame]
+        with torch.no_grad():
+            points, visible = self.parts.pose(frames.clamp(0, 1))
+        crops = hand_crops(frames.clamp(0, 1), points, torch.sigmoid(visible) > 0.5, self.evaluator.crop)
+        return self.evaluator.reward(crops)
+
+    def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
+        data = self.make_batch(batch)
+        flow = lr_a2v_step(self.model, data).loss
+        frames = data.target.shape[2] * self.parts.config.time.vae_temporal_stride
+        reward = self._reward(data, self._sample(data, grad=True), int(torch.randint(frames, ())))
+        hand = (1.0 - reward).mean() if reward.numel() else flow.new_zeros(())
+        score = float(reward.detach().mean()) if reward.numel() else float("nan")
+        return flow + self.weight * hand, {"flow": float(flow.detach()), "hand_reward": score}
+
+    @torch.no_grad()
+    def evaluate(self, batches: list[dict]) -> dict[str, float]:
+        self.model.eval()
+        g = torch.Generator().manual_seed(0)
+        rewards = []
+        for b in batches:
+            data = self.make_batch(b, start_of_stream=False)
+            latents = self._sample(data, grad=False, g=g)
+            for frame in range(data.target.shape[2] * self.parts.config.time.vae_temporal_stride):
+                rewards.append(self._reward(data, latents, frame))
+        self.model.train()
+        scores = torch.cat(rewards)
+        return {
+            "hand_reward": float(scores.mean()) if scores.numel() else float("nan"),
+            "hands": float(scores.numel()),
+        }

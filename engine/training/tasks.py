@@ -29,8 +29,8 @@ from engine.training.task import Task
 
 HELD_OUT_SEED = 1_000_000  # evaluation characters start here; training seeds stay below
 PART_TASKS = ("vae", "pose", "audio", "hand-evaluator")  # trained on their own
-NEEDS = {"lr-a2v": ("vae", "audio"), "refiner": ("vae", "pose")}  # generators: the trained parts they read
-TASKS = (*PART_TASKS, *NEEDS)
+GENERATOR_TASKS = ("lr-a2v", "refiner", "distill", "hand-refl")  # read trained parts from the bundle
+TASKS = (*PART_TASKS, *GENERATOR_TASKS)
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
@@ -193,8 +193,8 @@ def build_task(
 ) -> Task:
     """The task with its model (fresh) and window spec (default sizes: HR for vae and refiner, LR
     otherwise). crop: vae only, train on random crops of this many pixels (a multiple of the VAE
-    stride). bundle: where lr-a2v and refiner read the trained parts they need (NEEDS)."""
-    res = config.hr if name in ("vae", "refiner") else config.lr
+    stride). bundle: where the generator tasks read the trained parts they need."""
+    res = config.hr if name in ("vae", "refiner", "distill") else config.lr
     w, h = width or res.width, height or res.height
     if crop is not None and (name != "vae" or crop <= 0 or crop % config.time.vae_spatial_stride):
         raise ConfigError(
@@ -217,18 +217,12 @@ def build_task(
         return HandEvaluatorTask(
             name, "hand", HandEvaluator(config), {}, WindowSpec(frames=1, width=w, height=h)
         )
-    if name in NEEDS:
-        from engine.training import generators  # noqa: PLC0415  (they import this module's Task)
+    if name in GENERATOR_TASKS:
+        from engine.training.generators import build_generator_task  # noqa: PLC0415  (it imports Task)
 
         if (w, h) != (res.width, res.height):
             raise ConfigError(f"{name} trains at the preset's size {res}: its latent grid is fixed")
-        parts = generators.trained_parts(config, bundle, NEEDS[name])
-        cls = generators.LRA2VTask if name == "lr-a2v" else generators.RefinerTask
-        spec = WindowSpec(frames=cls.window_frames(config), width=w, height=h)
-        model = parts.lr_a2v if name == "lr-a2v" else parts.refiner
-        task = cls(name, name.replace("-", "_"), model, {}, spec)
-        task.parts = parts
-        return task
+        return build_generator_task(name, config, (w, h), bundle)
     raise ValueError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}")
 
 

@@ -71,3 +71,46 @@ def test_generator_trains_into_the_bundle_beside_the_frozen_parts(name: str, bun
 def test_missing_parts_are_named(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="no trained vae, audio"):
         build_task("lr-a2v", MICRO, bundle=tmp_path)
+
+
+@pytest.fixture
+def full_bundle(bundle: Path) -> Path:
+    """The frozen parts plus trained-looking generators and a hand evaluator."""
+    parts = Parts.random(MICRO, seed=3)
+    hand = build_task("hand-evaluator", MICRO).model
+    for module in (parts.lr_a2v, parts.refiner, hand):
+        randomize_(module, std=0.05)
+    save_bundle(bundle, MICRO, {"lr_a2v": parts.lr_a2v, "refiner": parts.refiner, "hand": hand}, merge=True)
+    return bundle
+
+
+def test_distillation_keeps_the_teacher_and_trains_a_one_step_student(full_bundle: Path) -> None:
+    teacher = load_bundle(full_bundle, ["refiner"]).parts["refiner"]
+    task = build_task("distill", MICRO, bundle=full_bundle)
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in task.model.state_dict().items())
+    trainer = Trainer(
+        task.name, task.part, task.model, MICRO, full_bundle, TrainSettings(steps=2, log_every=1)
+    )
+    trainer.run(batches(task, 2, seed=0, seconds=_seconds(task), workers=0), task.loss)
+    saved = load_bundle(full_bundle, ["refiner", "refiner_teacher"]).parts
+    assert all(
+        torch.equal(v, teacher.state_dict()[k]) for k, v in saved["refiner_teacher"].state_dict().items()
+    )
+    assert not all(torch.equal(v, teacher.state_dict()[k]) for k, v in saved["refiner"].state_dict().items())
+    metrics = task.evaluate(held_out(task, clips=1, seconds=_seconds(task), batch=2))
+    assert metrics["teacher_steps"] == 4 and math.isfinite(metrics["student_vs_teacher_psnr_db"])
+    assert metrics["speedup"] > 0  # reported, not asserted: timings belong to benchmarks
+
+
+def test_hand_feedback_learning_moves_the_generator_toward_the_reward(full_bundle: Path) -> None:
+    task = build_task("hand-refl", MICRO, bundle=full_bundle)
+    task.parts.pose.visible.bias.data.fill_(10.0)  # an untrained head: call every hand visible
+    window = next(batches(task, 2, seed=0, seconds=_seconds(task), workers=0))
+    data = task.make_batch(window, start_of_stream=False)
+    reward = task._reward(data, task._sample(data, grad=True), frame=0)
+    assert reward.numel() > 0 and reward.requires_grad  # hands were found and scored
+    (1 - reward).mean().backward()  # L_hand alone reaches the generator through the decoder
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.model.parameters())
+    assert all(p.grad is None for p in task.evaluator.parameters())  # the reward model stays frozen
+    loss, stats = task.loss(window)
+    assert loss.requires_grad and {"flow", "hand_reward"} <= set(stats)
