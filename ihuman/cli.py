@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -15,17 +16,18 @@ import torch
 import uvloop
 from tqdm import tqdm
 
-from engine.checkpoint import read_config
+from engine.checkpoint import load_bundle, read_config, save_bundle
 from engine.config import PRESETS, Config, get_preset
 from engine.data.clip import make_clip
 from engine.data.make import make_dataset
+from engine.evaluation import identity_drift, lip_sync, plot_identity
 from engine.exceptions import EngineError
 from engine.media.image import read_image
 from engine.media.mp4 import AUDIO_CODECS
 from engine.models.lr_a2v import LRA2V
 from engine.models.refiner import PGRefiner
 from engine.models.vae import decoder_flops_per_frame
-from engine.parts import DEFAULT_BUNDLE, Parts
+from engine.parts import DEFAULT_BUNDLE, REQUIRED, Parts
 from engine.render import RenderOptions, render
 from engine.streaming.engine import Engine
 from engine.streaming.session import SessionOptions
@@ -310,6 +312,52 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     srv.set_defaults(func=cmd_serve)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    parts = Parts.from_bundle(args.bundle, _device(args.device))
+    if args.what == "lipsync":
+        sync = lip_sync(parts, characters=args.characters, seconds=args.seconds)
+        result: dict = dataclasses.asdict(sync)
+        print(
+            f"lip sync on {args.characters} held-out characters: r = {sync.correlation:.3f} at a lag of "
+            f"{sync.lag_frames} frames (r = {sync.correlation_at_zero:.3f} at 0), {sync.frames} frames"
+        )
+    else:
+        result = identity_drift(parts, seconds=args.seconds)
+        worst = ", ".join(f"{k} {v:.3f}" for k, v in result["max_deviation"].items())
+        print(f"identity over {args.seconds:.0f} s: largest colour deviation from the first 10 s: {worst}")
+        if args.plot:
+            plot_identity(result, str(args.plot))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Copy a bundle's inference parts (no optimizer state, logs or teachers) to a new folder."""
+    bundle = load_bundle(args.bundle, REQUIRED)
+    evaluations = {p.stem: json.loads(p.read_text()) for p in sorted(args.bundle.glob("eval_*.json"))}
+    save_bundle(args.out, bundle.config, bundle.parts, meta={**bundle.meta, "evaluations": evaluations})
+    size = sum(p.stat().st_size for p in args.out.iterdir())
+    print(f"exported {', '.join(bundle.parts)} to {args.out} ({size / 1e6:.1f} MB)")
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser("eval", help="measure a bundle: lip sync, identity over a long take")
+    ev.add_argument("what", choices=("lipsync", "identity"))
+    ev.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
+    ev.add_argument("--characters", type=int, default=4, help="lipsync: held-out characters")
+    ev.add_argument("--seconds", type=float, default=8.0, help="speech per character / length of the take")
+    ev.add_argument("--out", type=Path, help="write the result as JSON")
+    ev.add_argument("--plot", type=Path, help="identity: a PNG of the colour deviation over time")
+    ev.add_argument("--device", default="auto")
+    ev.set_defaults(func=cmd_eval)
+    ex = sub.add_parser("export", help="copy a trained bundle's inference parts (e.g. into engine/assets)")
+    ex.add_argument("--bundle", type=Path, required=True)
+    ex.add_argument("--out", type=Path, required=True)
+    ex.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ihuman", description="InfinityHuman Live: real-time avatar engine")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -319,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=cmd_info)
 
-    for add in (_add_data, _add_train, _add_render, _add_serve):
+    for add in (_add_data, _add_train, _add_render, _add_serve, _add_eval):
         add(sub)
     return parser
 

@@ -62,3 +62,41 @@ def test_serve_starts_prints_its_url_and_answers(tmp_path: Path) -> None:
 def test_serve_refuses_a_public_address_without_a_token(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--host", "0.0.0.0", "--random-weights"]) == 2
     assert "without --token" in capsys.readouterr().err
+
+
+def test_eval_and_export_on_a_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.checkpoint import load_bundle, save_bundle  # noqa: PLC0415
+    from engine.parts import Parts  # noqa: PLC0415
+    from tests.factories import micro_config  # noqa: PLC0415
+
+    parts = Parts.random(micro_config(), seed=1)
+    modules = {n: getattr(parts, n) for n in ("lr_a2v", "refiner", "vae", "audio", "pose")}
+    save_bundle(tmp_path / "b", parts.config, modules)
+    (tmp_path / "b" / "optimizer_vae.safetensors").write_bytes(b"")  # training leftovers stay behind
+    (tmp_path / "b" / "eval_vae.json").write_text('{"held_out_psnr_db": 25.0}')
+    assert main(["export", "--bundle", str(tmp_path / "b"), "--out", str(tmp_path / "demo")]) == 0
+    exported = load_bundle(tmp_path / "demo")
+    assert sorted(exported.parts) == sorted(modules)
+    assert exported.meta["evaluations"]["eval_vae"]["held_out_psnr_db"] == 25.0
+    assert not (tmp_path / "demo" / "optimizer_vae.safetensors").exists()
+    bundle = ["--bundle", str(tmp_path / "demo"), "--device", "cpu"]
+    assert (
+        main(
+            [
+                "eval",
+                "lipsync",
+                *bundle,
+                "--characters",
+                "1",
+                "--seconds",
+                "1",
+                "--out",
+                str(tmp_path / "l.json"),
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "l.json").read_text())["frames"] == 25
+    plot = tmp_path / "identity.png"
+    assert main(["eval", "identity", *bundle, "--seconds", "2", "--plot", str(plot)]) == 0
+    assert plot.stat().st_size > 1000 and "largest colour deviation" in capsys.readouterr().out

@@ -1,0 +1,179 @@
+"""Measuring a trained bundle: lip sync on held-out characters and speech, identity over long takes.
+
+Lip sync: a held-out character speaks held-out speech through the live
+algorithm; the pose head reads the lip contour of every generated LR frame,
+and the mouth opening it shows (lip height over eye distance) is correlated
+with the ground truth the procedural motion derives from the same audio,
+over lags of a few frames: the best correlation and its lag are reported.
+
+Identity: over a long take, the mean colour of three regions of every frame —
+face, clothes, background, placed by the pose head's keypoints — is compared
+with its mean over the first 10 s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engine.audio.stream import AudioFeatureStream
+from engine.data import keypoints as kp
+from engine.data.clip import make_clip
+from engine.data.motion import motion_from_audio
+from engine.data.speech import speech_take
+from engine.parts import Parts
+from engine.streaming.segments import plan_segments
+from engine.streaming.stages import DecodedLowRes, GenerationSettings, LowResStage, Reference, RefineStage
+
+HELD_OUT = 2_000_000  # characters and speech of the evaluation: seeds no training ever drew
+LIPS = [kp.index("face", f"lip_{i}") for i in range(kp.LIP_POINTS)]
+EYES = [kp.index("face", "eye_l"), kp.index("face", "eye_r")]
+
+
+def mouth_opening(points: Tensor) -> Tensor:
+    """Mouth opening per frame from keypoints [T, K, 2]: lip contour height over eye distance."""
+    lips = points[:, LIPS, 1]
+    eyes = points[:, EYES]
+    return (lips.max(1).values - lips.min(1).values) / (eyes[:, 0] - eyes[:, 1]).norm(dim=-1).clamp_min(1e-6)
+
+
+@torch.no_grad()
+def generate(
+    parts: Parts, image: Tensor, audio: np.ndarray, refine: bool = False, seed: int = 0
+) -> Iterator[tuple[DecodedLowRes, Tensor | None, int]]:
+    """The live algorithm over finite audio: (LR result, HR frames or None, frames to keep) per segment."""
+    cfg = parts.config
+    reference = Reference.encode(parts, image)
+    settings = GenerationSettings.from_config(cfg, seed=seed)
+    low = LowResStage(parts, reference, settings)
+    refiner = RefineStage(parts, reference, settings) if refine else None
+    features = AudioFeatureStream(parts.audio, cfg)
+    features.push(audio)
+    features.finish()
+    for seg in plan_segments(len(audio), cfg):
+        decoded = low.run(seg, features.windows(seg))
+        frames = refiner.run(decoded) if refiner is not None else None
+        yield decoded, frames, seg.output_frames
+
+
+@dataclass(frozen=True)
+class LipSync:
+    correlation: float  # at the best lag
+    lag_frames: int  # generated mouth trails the truth by this many frames (negative: leads)
+    correlation_at_zero: float
+    frames: int
+
+
+def lip_sync(parts: Parts, characters: int = 4, seconds: float = 8.0, max_lag: int = 4) -> LipSync:
+    """Mouth opening seen on generated frames vs the ground truth of held-out speech."""
+    cfg = parts.config
+    generated, truth = [], []
+    for i in range(characters):
+        seed = HELD_OUT + i
+        audio = speech_take(seed + 500, seconds, cfg.time.sample_rate)  # speech no character was trained on
+        frames = round(len(audio) / cfg.time.samples_per_frame)
+        motion = motion_from_audio(audio[: frames * cfg.time.samples_per_frame], seed, cfg.time, frames)
+        image = make_clip(seed, 1 / cfg.time.fps, cfg.hr.width, cfg.hr.height).frames[0]
+        opening = [
+            mouth_opening(d.keypoints[:keep].float().cpu()) for d, _, keep in generate(parts, image, audio)
+        ]
+        g = torch.cat(opening)[:frames].numpy()
+        generated.append((g - g.mean()) / (g.std() + 1e-9))
+        t = motion.mouth_open[: len(g)].numpy()
+        truth.append((t - t.mean()) / (t.std() + 1e-9))
+    best = (-2.0, 0)
+    zero = 0.0
+    for lag in range(-max_lag, max_lag + 1):
+        pairs = [
+            (g[lag:], t[: len(t) - lag]) if lag >= 0 else (g[:lag], t[-lag:])
+            for g, t in zip(generated, truth, strict=True)
+        ]
+        corr = float(
+            np.corrcoef(np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]))[0, 1]
+        )
+        zero = corr if lag == 0 else zero
+        best = max(best, (corr, lag))
+    return LipSync(
+        correlation=best[0], lag_frames=best[1], correlation_at_zero=zero, frames=sum(map(len, generated))
+    )
+
+
+REGIONS = ("face", "clothes", "background")
+
+
+def region_colours(frames: Tensor, points: Tensor) -> Tensor:
+    """Mean colour [T, 3 regions, 3] of face, clothes and background of frames [T, 3, H, W] in [0, 1],
+    the regions placed from keypoints [T, K, 2] (canvas units)."""
+    T, _, H, W = frames.shape
+    ys = torch.arange(H, dtype=torch.float32)[:, None].expand(H, W)
+    xs = torch.arange(W, dtype=torch.float32)[None, :].expand(H, W)
+    out = torch.zeros(T, len(REGIONS), 3)
+    for i in range(T):
+        p = kp.to_pixels(points[i].float(), W, H)
+        eyes, nose = p[EYES], p[kp.index("face", "nose_tip")]
+        radius = max(2.0, float((eyes[0] - eyes[1]).norm()) * 0.6)
+        face = (xs - nose[0]) ** 2 + (ys - nose[1]) ** 2 < radius**2
+        shoulders = p[[kp.index("body", "shoulder_l"), kp.index("body", "shoulder_r")]]
+        chest = shoulders.mean(0) + torch.tensor([0.0, 0.12 * H])
+        clothes = (xs - chest[0]).abs() < 0.6 * (shoulders[0, 0] - shoulders[1, 0]).abs() / 2 + 1
+        clothes &= (ys - chest[1]).abs() < 0.08 * H
+        background = (ys < 0.12 * H) & ((xs < 0.15 * W) | (xs > 0.85 * W))
+        for r, mask in enumerate((face, clothes, background)):
+            if mask.any():
+                out[i, r] = frames[i][:, mask].mean(1)
+    return out
+
+
+def identity_drift(parts: Parts, seconds: float = 120.0, reference_s: float = 10.0, seed: int = 0) -> dict:
+    """Region colours per second of a long take, and their largest deviation from the first 10 s."""
+    cfg = parts.config
+    character = HELD_OUT + 100 + seed
+    audio = speech_take(character + 500, seconds, cfg.time.sample_rate)
+    image = make_clip(character, 1 / cfg.time.fps, cfg.hr.width, cfg.hr.height).frames[0]
+    colours = []
+    for decoded, frames, keep in generate(parts, image, audio, refine=True):
+        assert frames is not None
+        hr = frames[:keep].permute(0, 3, 1, 2).float() / 255
+        colours.append(region_colours(hr, decoded.keypoints[:keep].cpu()))
+    per_frame = torch.cat(colours)  # [T, 3, 3]
+    fps = cfg.time.fps
+    per_second = per_frame[: len(per_frame) // fps * fps].view(-1, fps, len(REGIONS), 3).mean(1)
+    baseline = per_frame[: round(reference_s * fps)].mean(0)
+    deviation = (per_second - baseline).abs().amax(dim=-1)  # [S, 3 regions], worst channel
+    return {
+        "character": character,
+        "seconds": seconds,
+        "max_deviation": {r: float(deviation[:, i].max()) for i, r in enumerate(REGIONS)},
+        "per_second": per_second.tolist(),
+        "baseline": baseline.tolist(),
+    }
+
+
+def plot_identity(drift: dict, path: str, size: tuple[int, int] = (720, 300)) -> None:
+    """A PNG of each region's colour deviation from the first seconds, second by second."""
+    from PIL import Image, ImageDraw  # noqa: PLC0415  (only this plot needs drawing)
+
+    per_second = np.asarray(drift["per_second"])  # [S, regions, 3]
+    deviation = np.abs(per_second - np.asarray(drift["baseline"])[None]).max(axis=-1)  # [S, regions]
+    W, H = size
+    margin, top = 50, max(0.05, float(deviation.max()) * 1.1)
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([margin, 10, W - 10, H - 30], outline="black")
+    colours = ((200, 60, 60), (40, 120, 200), (60, 160, 60))
+    x = lambda s: margin + (W - 10 - margin) * s / max(1, len(deviation) - 1)  # noqa: E731
+    y = lambda v: H - 30 - (H - 40) * v / top  # noqa: E731
+    for r, name in enumerate(REGIONS):
+        points = [(x(s), y(v)) for s, v in enumerate(deviation[:, r])]
+        draw.line(points, fill=colours[r], width=2)
+        draw.text((margin + 10 + 110 * r, 14), name, fill=colours[r])
+    draw.text((4, 6), f"{top:.2f}", fill="black")
+    draw.text((4, H - 40), "0", fill="black")
+    draw.text(
+        (margin, H - 24), f"colour deviation from the first seconds, 0 .. {len(deviation)} s", fill="black"
+    )
+    image.save(path)
