@@ -116,7 +116,7 @@ async function start() {
       if (pc.connectionState === "failed") { say("the connection failed"); stop(); }
     };
     const text = $("text").value.trim();
-    const session = await connect(pc, { role: "talker", avatar: talker.avatar, text: text || null });
+    const session = await connect(pc, { role: "talker", avatar: talker.avatar || null, text: text || null });
     const link = new URL(`/?view=${encodeURIComponent(session)}`, location.href);
     if (token) link.searchParams.set("token", token);
     $("viewer-link").value = link.href;
@@ -151,18 +151,40 @@ function applyPlayback() {
   video.muted = !$("playback").checked;
 }
 
+async function showAvatar(id) {
+  // Thumbnails come through fetch (the token rides in a header), shown from a blob.
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  const response = await fetch(`/avatars/${encodeURIComponent(id)}`, { headers });
+  if (!response.ok) return;
+  $("preview").src = URL.createObjectURL(await response.blob());
+  $("preview").hidden = false;
+}
+
+function chooseAvatar(id) {
+  talker.avatar = id;
+  send("set_avatar", { avatar: id });
+  showAvatar(id).catch(() => {});
+}
+
+async function listAvatars(selected) {
+  const { avatars } = await api("/avatars");
+  const pick = $("avatar-pick");
+  pick.replaceChildren(
+    new Option("default", ""),
+    ...avatars.map((a, i) => new Option(a.demo ? `demo ${i + 1}` : `uploaded ${a.id.slice(0, 6)}`, a.id)),
+  );
+  pick.value = selected || "";
+}
+
 async function uploadAvatar(file) {
   if (!file) return;
-  $("preview").src = URL.createObjectURL(file);
-  $("preview").hidden = false;
   try {
     const avatar = await api("/avatars", { method: "POST", headers: { "Content-Type": file.type }, body: file });
-    talker.avatar = avatar.id;
-    send("set_avatar", { avatar: avatar.id });
+    await listAvatars(avatar.id);
+    chooseAvatar(avatar.id);
     say("");
   } catch (error) {
     say(error.message);
-    $("preview").hidden = true;
   }
 }
 
@@ -178,6 +200,8 @@ function startTalker() {
     send("mute", { muted: talker.muted });
   };
   $("avatar").onchange = (event) => uploadAvatar(event.target.files[0]);
+  $("avatar-pick").onchange = (event) => (event.target.value ? chooseAvatar(event.target.value) : null);
+  listAvatars().catch((error) => say(error.message));
   $("text").onchange = () => send("set_text", { text: $("text").value.trim() });
   $("playback").onchange = applyPlayback;
   $("copy").onclick = () => navigator.clipboard?.writeText($("viewer-link").value);

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import torch
 import uvloop
+from PIL import Image
 from tqdm import tqdm
 
 from engine.checkpoint import load_bundle, read_config, save_bundle
 from engine.config import PRESETS, Config, get_preset
 from engine.data.clip import make_clip
 from engine.data.make import make_dataset
-from engine.evaluation import identity_drift, lip_sync, plot_identity
+from engine.evaluation import HELD_OUT, identity_drift, lip_sync, plot_identity
 from engine.exceptions import EngineError
 from engine.media.image import read_image
 from engine.media.mp4 import AUDIO_CODECS
@@ -38,6 +39,7 @@ from transport.server import run as serve
 
 log = logging.getLogger("ihuman")
 DEFAULT_AVATAR_SEED = 1_000_003  # a held-out procedural character
+DEMO_AVATARS = 4  # pictures an exported bundle ships for the avatar picker
 
 
 def _parameter_counts(config: Config) -> dict[str, int]:
@@ -225,7 +227,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ice_servers=tuple(args.ice_server),
         session_options=SessionOptions(target_delay_ms=args.delay_ms),
     )
-    server = Server(Engine(parts), settings, _default_avatar(parts, args.avatar))
+    avatars = (args.bundle or DEFAULT_BUNDLE) / "avatars"
+    settings = dataclasses.replace(settings, avatar_dir=avatars)
+    default = _default_avatar(parts, args.avatar)
+    server = Server(Engine(parts), settings, default, explicit_avatar=args.avatar is not None)
 
     def ready(url: str) -> None:
         print(f"InfinityHuman Live: open {url} (Ctrl-C stops)", flush=True)
@@ -337,7 +342,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle, REQUIRED)
     evaluations = {p.stem: json.loads(p.read_text()) for p in sorted(args.bundle.glob("eval_*.json"))}
     save_bundle(args.out, bundle.config, bundle.parts, meta={**bundle.meta, "evaluations": evaluations})
-    size = sum(p.stat().st_size for p in args.out.iterdir())
+    # Reference pictures of held-out characters for the page's avatar picker.
+    avatars = args.out / "avatars"
+    avatars.mkdir(exist_ok=True)
+    hr = bundle.config.hr
+    for i in range(DEMO_AVATARS):
+        frame = make_clip(HELD_OUT + 900 + i, 0.04, 2 * hr.width, 2 * hr.height).frames[0]
+        Image.fromarray(frame.permute(1, 2, 0).numpy()).save(avatars / f"demo-{i + 1}.png")
+    size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     print(f"exported {', '.join(bundle.parts)} to {args.out} ({size / 1e6:.1f} MB)")
     return 0
 

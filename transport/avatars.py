@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
+from PIL import Image
 from torch import Tensor
 
 from engine.media.errors import MediaError
@@ -17,31 +20,50 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 16_000_000
 
 
+THUMBNAIL_WIDTH = 320  # the picker's preview
+
+
 @dataclass(frozen=True)
 class Avatar:
     id: str
     image: Tensor  # uint8 [3, H, W]
+    thumbnail: bytes  # PNG for the page's picker
+    demo: bool = False  # shipped with the demo bundle: never evicted
+
+
+def _thumbnail(image: Tensor) -> bytes:
+    _, h, w = image.shape
+    picture = Image.fromarray(image.permute(1, 2, 0).numpy())
+    picture = picture.resize((THUMBNAIL_WIDTH, max(1, round(h * THUMBNAIL_WIDTH / w))))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 class AvatarStore:
-    """At most `capacity` pictures; the least recently used one goes first."""
+    """The demo pictures, plus at most `capacity` uploads (the least recently used goes first)."""
 
     def __init__(self, capacity: int = 64) -> None:
         self.capacity = capacity
         self._avatars: OrderedDict[str, Avatar] = OrderedDict()
 
-    def add(self, data: bytes, avatar_id: str | None = None) -> Avatar:
+    def add(self, data: bytes, avatar_id: str | None = None, *, demo: bool = False) -> Avatar:
         if len(data) > MAX_UPLOAD_BYTES:
             raise RequestError(f"image of {len(data)} bytes; the limit is {MAX_UPLOAD_BYTES}", 413)
         try:
             image = read_image(data, max_pixels=MAX_UPLOAD_PIXELS, formats=ACCEPTED_FORMATS)
         except MediaError as err:
             raise RequestError(str(err), 415 if "not accepted" in str(err) else 400) from None
-        avatar = Avatar(avatar_id or secrets.token_urlsafe(9), image)
+        avatar = Avatar(avatar_id or secrets.token_urlsafe(9), image, _thumbnail(image), demo)
         self._avatars[avatar.id] = avatar
-        while len(self._avatars) > self.capacity:
-            self._avatars.popitem(last=False)
+        uploads = [a.id for a in self._avatars.values() if not a.demo]
+        for old in uploads[: max(0, len(uploads) - self.capacity)]:
+            del self._avatars[old]
         return avatar
+
+    def add_folder(self, folder: Path) -> list[Avatar]:
+        """The demo pictures of a bundle (its avatars/*.png), named after their files."""
+        return [self.add(p.read_bytes(), p.stem, demo=True) for p in sorted(folder.glob("*.png"))]
 
     def get(self, avatar_id: str) -> Avatar:
         try:
@@ -50,5 +72,10 @@ class AvatarStore:
         except KeyError:
             raise RequestError(f"no avatar {avatar_id!r}; upload one with POST /avatars", 404) from None
 
-    def ids(self) -> list[str]:
-        return list(self._avatars)
+    def listing(self) -> list[dict[str, str | bool]]:
+        """Demo pictures first, then uploads, newest last."""
+        ordered = sorted(self._avatars.values(), key=lambda a: not a.demo)
+        return [{"id": a.id, "demo": a.demo} for a in ordered]
+
+    def first_demo(self) -> Avatar | None:
+        return next((a for a in self._avatars.values() if a.demo), None)

@@ -55,6 +55,7 @@ class ServerSettings:
     connect_timeout_s: float = 30.0  # a peer that has not connected by then is dropped
     video_size: tuple[int, int] = (1280, 720)
     session_options: SessionOptions = field(default_factory=SessionOptions)
+    avatar_dir: Path | None = None  # demo pictures (a bundle's avatars/), offered in the page's picker
 
 
 def is_loopback(host: str) -> bool:
@@ -140,18 +141,28 @@ def _string(body: dict, name: str, limit: int, *, required: bool = False) -> str
 
 class Server:
     def __init__(
-        self, engine: Engine, settings: ServerSettings, default_avatar: Callable[[], object]
+        self,
+        engine: Engine,
+        settings: ServerSettings,
+        default_avatar: Callable[[], object],
+        *,
+        explicit_avatar: bool = False,
     ) -> None:
+        """default_avatar: the picture of talkers who pick none — unless the demo pictures exist and
+        the default was not chosen explicitly (--avatar), then the first demo picture."""
         check_settings(settings)
         self.engine, self.settings = engine, settings
         codecs.install()
         ice.use_host_addresses(settings.ice_addresses)
         rtc_config = ice.configuration(settings.ice_servers)
         self.avatars = AvatarStore()
+        if settings.avatar_dir is not None and settings.avatar_dir.is_dir():
+            self.avatars.add_folder(settings.avatar_dir)
+        demo = self.avatars.first_demo()
         self.sessions = SessionRegistry(
             engine,
             self.avatars,
-            default_avatar,
+            (lambda: demo.image) if demo is not None and not explicit_avatar else default_avatar,
             lambda: rtc_config,
             max_sessions=settings.max_sessions,
             connect_timeout_s=settings.connect_timeout_s,
@@ -170,6 +181,7 @@ class Server:
         app.router.add_post("/offer", self.offer)
         app.router.add_post("/avatars", self.upload_avatar)
         app.router.add_get("/avatars", self.list_avatars)
+        app.router.add_get("/avatars/{avatar_id}", self.avatar_thumbnail)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.prometheus)
         app.on_shutdown.append(self._shutdown)
@@ -220,7 +232,11 @@ class Server:
         return web.json_response({"id": avatar.id, "width": width, "height": height}, status=201)
 
     async def list_avatars(self, _request: web.Request) -> web.StreamResponse:
-        return web.json_response({"avatars": self.avatars.ids()})
+        return web.json_response({"avatars": self.avatars.listing()})
+
+    async def avatar_thumbnail(self, request: web.Request) -> web.StreamResponse:
+        avatar = self.avatars.get(request.match_info["avatar_id"])
+        return web.Response(body=avatar.thumbnail, content_type="image/png")
 
     async def health(self, _request: web.Request) -> web.StreamResponse:
         return web.json_response(

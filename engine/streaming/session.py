@@ -201,6 +201,11 @@ class Session:
         ]
         log.info("%s: started with delay %.0f ms", name, delay_s * 1000)
 
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(width, height) of the frames the session makes."""
+        return self.config.hr.width, self.config.hr.height
+
     # ----- clock arithmetic ---------------------------------------------------------------------
     def frame_due(self, pts: int) -> float:
         return self.t0 + self.delay + pts / self.fps

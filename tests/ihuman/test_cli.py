@@ -79,6 +79,7 @@ def test_eval_and_export_on_a_bundle(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert sorted(exported.parts) == sorted(modules)
     assert exported.meta["evaluations"]["eval_vae"]["held_out_psnr_db"] == 25.0
     assert not (tmp_path / "demo" / "optimizer_vae.safetensors").exists()
+    assert len(list((tmp_path / "demo" / "avatars").glob("demo-*.png"))) == 4
     bundle = ["--bundle", str(tmp_path / "demo"), "--device", "cpu"]
     assert (
         main(

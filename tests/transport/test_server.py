@@ -7,16 +7,18 @@ import gc
 import io
 import threading
 import tracemalloc
+from pathlib import Path
 
 import aiohttp
 import msgpack
+import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
 from PIL import Image
 
 from engine.exceptions import EngineError
 from engine.parts import Parts
-from engine.streaming.session import SessionOptions
+from engine.streaming.session import SessionOptions, fitted_frame
 from tests.factories import micro_config
 from tests.transport.helpers import connect, running_server
 from transport import ice, messages
@@ -103,7 +105,10 @@ def test_routes_limits_and_bad_input(parts: Parts) -> None:
                 assert (status, message in body["error"]) == (want, True), (status, body)
             status, body = await call("POST", "/avatars", data=_png((96, 64)), headers=png)
             assert status == 201 and body["width"] == 96 and body["height"] == 64
-            assert (await call("GET", "/avatars"))[1]["avatars"] == [body["id"]]
+            assert (await call("GET", "/avatars"))[1]["avatars"] == [{"id": body["id"], "demo": False}]
+            status, thumbnail = await call("GET", f"/avatars/{body['id']}")
+            assert status == 200 and thumbnail.startswith(b"\x89PNG")
+            assert (await call("GET", "/avatars/nope"))[0] == 404
             assert (await call("GET", "/health"))[0] == 200  # still serving
 
     asyncio.run(main())
@@ -218,3 +223,26 @@ def test_connect_disconnect_cycles_leak_nothing(parts: Parts) -> None:
         t for t in set(threading.enumerate()) - threads_before if t.is_alive() and "session" in t.name
     ]
     assert not lingering
+
+
+def test_demo_avatars_are_offered_and_are_the_default(parts: Parts, tmp_path: Path) -> None:
+    for i, colour in enumerate(((200, 30, 30), (30, 200, 30))):
+        Image.new("RGB", (128, 64), colour).save(tmp_path / f"demo-{i + 1}.png")
+
+    async def main() -> None:
+        async with (
+            running_server(parts, avatar_dir=tmp_path) as (server, url),
+            aiohttp.ClientSession() as http,
+        ):
+            async with http.get(url + "/avatars") as r:
+                assert (await r.json())["avatars"] == [
+                    {"id": "demo-1", "demo": True},
+                    {"id": "demo-2", "demo": True},
+                ]
+            client = await connect(url, role="talker")  # picks no avatar
+            live = server.sessions.sessions[client.session]
+            expected = fitted_frame(server.avatars.get("demo-1").image, *live.session.frame_size)
+            assert np.array_equal(live.session._reference_frame, expected)
+            await client.close()
+
+    asyncio.run(main())
