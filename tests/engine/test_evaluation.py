@@ -1,6 +1,7 @@
 """The measures of a trained bundle: lip sync and identity over long takes."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -8,6 +9,7 @@ import torch
 from engine.data.clip import make_clip
 from engine.evaluation import REGIONS, identity_drift, lip_sync, mouth_opening, region_colours
 from engine.parts import Parts
+from engine.showcase import gif, sheet, speak
 from tests.factories import micro_config
 
 
@@ -36,3 +38,12 @@ def test_lip_sync_and_identity_drift_run_on_a_bundle() -> None:
     drift = identity_drift(parts, seconds=2.0, reference_s=1.0)
     assert set(drift["max_deviation"]) == set(REGIONS) and len(drift["per_second"]) == 2
     assert all(math.isfinite(v) for v in drift["max_deviation"].values())
+
+
+def test_showcase_writes_a_gif_and_a_sheet(tmp_path: Path) -> None:
+    parts = Parts.random(micro_config(), seed=1)
+    video, generated, truth = speak(parts, 5, seconds=1.0)
+    assert video.shape == (25, 32, 64, 3) and generated.shape == truth.shape == (25,)
+    gif(video, generated, truth, tmp_path / "demo.gif")
+    sheet(parts, 2, tmp_path / "sheet.png", seconds=1.0)
+    assert (tmp_path / "demo.gif").stat().st_size > 1000 and (tmp_path / "sheet.png").stat().st_size > 1000
