@@ -110,24 +110,33 @@ class VAETask(Task):
 
 
 class PoseTask(Task):
-    def _run(self, batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _run(self, batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         frames = batch["frames"].flatten(0, 1)  # [B*T, 3, H, W]
-        points, visible = self.model(frames)
-        return points, visible, batch["points"].flatten(0, 1), batch["visibility"].flatten(0, 1)
+        points, visible, heatmaps = self.model.predict(frames)
+        return points, visible, batch["points"].flatten(0, 1), batch["visibility"].flatten(0, 1), heatmaps
 
     def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
-        return pose_loss(*self._run(batch))
+        points, visible, target, visibility, heatmaps = self._run(batch)
+        size = (self.spec.width, self.spec.height)
+        return pose_loss(points, visible, target, visibility, heatmaps, size)
 
     @torch.no_grad()
     def evaluate(self, batches: list[dict]) -> dict[str, float]:
+        """Mean keypoint error in LR pixels over visible keypoints, overall and for the mouth."""
         self.model.eval()
-        errors = []
+        errors, mouth = [], []
+        lips = slice(kp.index("face", "lip_0"), kp.index("face", "lip_0") + kp.LIP_POINTS)
         for b in batches:
-            points, _, target, visibility = self._run(b)
+            points, _, target, visibility, _ = self._run(b)
+            distance = (points - target).norm(dim=-1) * self.spec.height  # canvas units -> pixels
             mask = visibility > 0.5
-            errors.append(float((points - target).norm(dim=-1)[mask].mean()) * self.spec.height)
+            errors.append(float(distance[mask].mean()))
+            mouth.append(float(distance[:, lips][mask[:, lips]].mean()))
         self.model.train()
-        return {"held_out_error_px": sum(errors) / len(errors)}
+        return {
+            "held_out_error_px": sum(errors) / len(errors),
+            "held_out_mouth_error_px": sum(mouth) / len(mouth),
+        }
 
 
 class AudioTask(Task):
