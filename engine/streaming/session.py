@@ -86,7 +86,7 @@ class SessionOptions:
 @dataclass(frozen=True)
 class _Job:
     seg: Segment
-    audio: Tensor  # [1, M + N, A, D] windows
+    audio: Handoff  # [1, M + N, A, D] windows, made on the loop's stream (on CUDA: the default one)
     generation: int
     audio_ready: float  # when the window was complete or overdue
     heard: float | None  # arrival of the last sample the segment depends on (None: never arrived)
@@ -288,7 +288,7 @@ class Session:
             windows = self._features.windows(seg)
             job = _Job(
                 seg=seg,
-                audio=windows,
+                audio=Handoff.make(windows, self.parts.device),
                 generation=self.generation,
                 audio_ready=self.clock.now(),
                 heard=self.audio.arrival(seg.audio_stop - 1),
@@ -317,7 +317,8 @@ class Session:
     # ----- stage loops --------------------------------------------------------------------------
     def _low_res_fn(self, job: _Job) -> tuple[Handoff, Tensor]:
         assert job.quality is not None
-        decoded = self._low.run(job.seg, job.audio, job.quality.lr_steps)
+        audio = job.audio.take(job.audio.value)  # ordered after the stream that computed it
+        decoded = self._low.run(job.seg, audio, job.quality.lr_steps)
         preview = decoded.preview(self.config.hr.width, self.config.hr.height)
         return Handoff.make(decoded, self.parts.device), preview
 

@@ -250,7 +250,7 @@ def test_interrupt_drops_queued_speech_and_goes_idle_within_a_segment(micro_part
             return fn
 
         def low_res(job: Any) -> Any:
-            seen.append((job.generation, job.seg, job.audio.clone()))
+            seen.append((job.generation, job.seg, job.audio.value.clone()))
             return fn(job)
 
         return low_res
