@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 TORCH_VERSION := 2.13.0
 
-.PHONY: run test lint clean system-deps fixtures contact-sheet demo
+.PHONY: run test lint clean system-deps fixtures contact-sheet demo demo-docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -70,3 +70,9 @@ demo: $(STAMP) system-deps
 	$(TRAIN) distill --out $(DEMO) --steps 2000 --batch 4 --lr 2e-4 --data $(DEMO_DATA) --checkpoint-every 250
 	$(TRAIN) hand-refl --out $(DEMO) --steps 600 --batch 4 --lr 1e-4 --data $(DEMO_DATA) --checkpoint-every 100
 	$(VENV)/bin/ihuman export --bundle $(DEMO) --out engine/assets/demo
+
+# The demo's measurements and pictures (docs/demo.md quotes them).
+demo-docs: $(STAMP)
+	$(VENV)/bin/ihuman eval lipsync --bundle engine/assets/demo --characters 6 --seconds 8 --out docs/bench/demo_lipsync.json
+	$(VENV)/bin/ihuman eval identity --bundle engine/assets/demo --seconds 120 --out docs/bench/demo_identity.json --plot docs/demo_identity.png
+	$(PY) -m engine.showcase --bundle engine/assets/demo --out docs
