@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from engine.data.clip import make_clip
 from engine.data.motion import motion_from_audio
 from engine.data.speech import speech_take
-from engine.evaluation import HELD_OUT, generate, mouth_opening
+from engine.evaluation import HELD_OUT, generate
 from engine.parts import Parts
 
 CURVE_HEIGHT = 60
@@ -29,6 +29,7 @@ def _normalised(x: np.ndarray) -> np.ndarray:
     return (x - x.min()) / (x.max() - x.min() + 1e-9)
 
 
+@torch.no_grad()
 def speak(parts: Parts, character: int, seconds: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(HR frames uint8 [T, H, W, 3], generated mouth opening [T], ground-truth opening [T])."""
     cfg = parts.config
@@ -40,7 +41,7 @@ def speak(parts: Parts, character: int, seconds: float) -> tuple[np.ndarray, np.
     for decoded, hr, keep in generate(parts, image, audio, refine=True):
         assert hr is not None
         frames.append(hr[:keep].numpy())
-        opening.append(mouth_opening(decoded.keypoints[:keep].float().cpu()).numpy())
+        opening.append(parts.pose.mouth_opening(decoded.frames[:keep]).float().cpu().numpy())
     video = np.concatenate(frames)[:frames_n]
     return video, np.concatenate(opening)[:frames_n], truth.mouth_open.numpy()[: len(video)]
 

@@ -92,3 +92,7 @@ def to_pixels(points: Tensor, width: int, height: int) -> Tensor:
     scale = torch.tensor([height, height], dtype=points.dtype, device=points.device)
     shift = torch.tensor([width / 2, 0.0], dtype=points.dtype, device=points.device)
     return points * scale + shift
+
+
+LIPS = slice(index("face", "lip_0"), index("face", "lip_0") + LIP_POINTS)
+"""The outer lip contour's keypoints."""

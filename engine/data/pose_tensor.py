@@ -43,7 +43,7 @@ def _hand_bones(group: str) -> list[tuple[int, int]]:
 
 
 def _lip_loop() -> list[tuple[int, int]]:
-    start = kp.index("face", "lip_0")
+    start = kp.LIPS.start
     return [(start + i, start + (i + 1) % kp.LIP_POINTS) for i in range(kp.LIP_POINTS)]
 
 

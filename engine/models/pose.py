@@ -6,6 +6,16 @@ the procedural ground truth and survives any retraining of the autoencoder.
 A small conv net predicts one heatmap per keypoint at 1/4 resolution; a
 soft-argmax turns each into coordinates (differentiable, sub-pixel), and a
 pooled logit gives its visibility.
+
+It also reads the mouth opening of each frame: at the LR size the lips are
+a pixel or two apart, so the lip keypoints' spread is mostly their error
+(held-out: r = 0.1 to 0.8 against the truth), while the darkness of the
+mouth cavity is still visible. A small conv net, the mouth reader, reads a
+crop around the lips the head found (sized by the eye distance, sampled at
+about twice the LR resolution) and max-pools what it sees, so a crop placed a
+pixel off reads the same (`ihuman train mouth` trains it on jittered true
+keypoints after the head). `ihuman eval lipsync` measures generated video
+with it.
 """
 
 from __future__ import annotations
@@ -50,6 +60,23 @@ class PoseHead(nn.Module):
         self.merge = nn.Sequential(nn.Conv2d(2 * width, width, 3, padding=1), nn.SiLU(), ResBlock(width))
         self.heatmaps = nn.Conv2d(width, self.keypoints, 1)
         self.visible = nn.Conv2d(width, self.keypoints, 1)
+        # Defined last: parameters added after the keypoint layers keep an older checkpoint's
+        # optimizer state in order.
+        self.mouth = nn.Sequential(
+            nn.Conv2d(3, width // 2, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width // 2, width // 2, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width // 2, width, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+            nn.Linear(width, 1),
+        )
 
     def heatmap_logits(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """frames [N, 3, H, W] in [0, 1] -> heatmap logits [N, K, H/4, W/4] and their features."""
@@ -66,11 +93,19 @@ class PoseHead(nn.Module):
 
     def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """frames [N, 3, H, W] in [0, 1] -> keypoints [N, K, 2] (canvas units), visibility logits [N, K]."""
-        points, visible, _ = self.predict(frames)
+        points, visible, _, _ = self.predict(frames)
         return points, visible
 
-    def predict(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """forward, plus the heatmap logits [N, K, h, w] (training supervises them too)."""
+    def mouth_opening(self, frames: Tensor, points: Tensor | None = None) -> Tensor:
+        """frames [N, 3, H, W] in [0, 1] -> the mouth opening [N] each frame shows (0 closed, 1 wide),
+        read around the lips of `points` [N, K, 2] (default: the keypoints the head finds)."""
+        if points is None:
+            return self.predict(frames)[3]
+        return self.mouth(mouth_crops(frames, points)).squeeze(-1)
+
+    def predict(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """forward, plus the heatmap logits [N, K, h, w] (training supervises them too) and the
+        mouth opening [N]."""
         N, _, H, W = frames.shape
         logits, feats = self.heatmap_logits(frames)
         h, w = logits.shape[-2:]
@@ -81,7 +116,27 @@ class PoseHead(nn.Module):
         y = (prob.sum(-1) * ys).sum(-1)
         x = (prob.sum(-2) * xs).sum(-1)
         visible = F.adaptive_max_pool2d(self.visible(feats) + logits, 1).flatten(1)
-        return torch.stack((x, y), dim=-1), visible, logits
+        points = torch.stack((x, y), dim=-1)
+        # The crop's place comes from detached keypoints: the reader's loss cannot move them.
+        return points, visible, logits, self.mouth_opening(frames, points.detach())
+
+
+MOUTH_CROP_EYES = 2.5  # side of the mouth crop in eye distances
+MOUTH_CROP_SAMPLES = 24  # its side in samples
+
+
+def mouth_crops(frames: Tensor, points: Tensor) -> Tensor:
+    """Square crops [N, 3, S, S] of frames [N, 3, H, W] centred on the lips of points [N, K, 2]."""
+    N, _, H, W = frames.shape
+    pixels = kp.to_pixels(points, W, H)
+    centre = pixels[:, kp.LIPS].mean(1)  # [N, 2]
+    eyes = pixels[:, kp.index("face", "eye_l")] - pixels[:, kp.index("face", "eye_r")]
+    side = (eyes.norm(dim=-1) * MOUTH_CROP_EYES).clamp(4.0, H / 2)  # pixels
+    theta = torch.zeros(N, 2, 3, device=frames.device, dtype=frames.dtype)
+    theta[:, 0, 0], theta[:, 1, 1] = side / W, side / H
+    theta[:, 0, 2], theta[:, 1, 2] = centre[:, 0] / W * 2 - 1, centre[:, 1] / H * 2 - 1
+    grid = F.affine_grid(theta, [N, 3, MOUTH_CROP_SAMPLES, MOUTH_CROP_SAMPLES], align_corners=False)
+    return F.grid_sample(frames * 2 - 1, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def heatmap_targets(target: Tensor, grid: tuple[int, int], width: int, height: int) -> Tensor:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from engine.audio.encoder import AudioEncoder
+from engine.checkpoint import BundleError, load_bundle
 from engine.config import Config
 from engine.data import keypoints as kp
 from engine.data.dataset import ClipGroupedSampler, ClipWindows, ProceduralWindows, Shuffled, WindowSpec
@@ -30,7 +31,7 @@ from engine.training.task import Task
 HELD_OUT_SEED = 1_000_000  # evaluation characters start here; training seeds stay below
 PART_TASKS = ("vae", "pose", "audio", "hand-evaluator")  # trained on their own
 GENERATOR_TASKS = ("lr-a2v", "refiner", "distill", "hand-refl")  # read trained parts from the bundle
-TASKS = (*PART_TASKS, *GENERATOR_TASKS)
+TASKS = (*PART_TASKS, "mouth", *GENERATOR_TASKS)  # mouth: the pose head's reader, on the trained head
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
@@ -112,7 +113,7 @@ class VAETask(Task):
 class PoseTask(Task):
     def _run(self, batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         frames = batch["frames"].flatten(0, 1)  # [B*T, 3, H, W]
-        points, visible, heatmaps = self.model.predict(frames)
+        points, visible, heatmaps, _ = self.model.predict(frames)
         return points, visible, batch["points"].flatten(0, 1), batch["visibility"].flatten(0, 1), heatmaps
 
     def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
@@ -122,20 +123,57 @@ class PoseTask(Task):
 
     @torch.no_grad()
     def evaluate(self, batches: list[dict]) -> dict[str, float]:
-        """Mean keypoint error in LR pixels over visible keypoints, overall and for the mouth."""
+        """Mean keypoint error in LR pixels over visible keypoints, overall and for the lips."""
         self.model.eval()
-        errors, mouth = [], []
-        lips = slice(kp.index("face", "lip_0"), kp.index("face", "lip_0") + kp.LIP_POINTS)
+        errors, lips = [], []
         for b in batches:
             points, _, target, visibility, _ = self._run(b)
             distance = (points - target).norm(dim=-1) * self.spec.height  # canvas units -> pixels
             mask = visibility > 0.5
             errors.append(float(distance[mask].mean()))
-            mouth.append(float(distance[:, lips][mask[:, lips]].mean()))
+            lips.append(float(distance[:, kp.LIPS][mask[:, kp.LIPS]].mean()))
         self.model.train()
         return {
             "held_out_error_px": sum(errors) / len(errors),
-            "held_out_mouth_error_px": sum(mouth) / len(mouth),
+            "held_out_mouth_error_px": sum(lips) / len(lips),
+        }
+
+
+MOUTH_JITTER_PX = 1.5  # LR pixels: the head's lip centre is ~1 px off on held-out frames, 2.3 at most
+MOUTH_JITTER_SCALE = 0.2  # its eye distance up to 20 % off
+
+
+def jitter_mouth(points: Tensor, height: int, generator: torch.Generator | None = None) -> Tensor:
+    """Keypoints [N, K, 2] (canvas units) shifted and scaled about the lips by a random error
+    of the size the pose head makes, so the reader learns to read crops placed like its own."""
+    n = points.shape[0]
+    centre = points[:, kp.LIPS].mean(1, keepdim=True)
+    shift = (torch.rand(n, 1, 2, generator=generator) * 2 - 1) * MOUTH_JITTER_PX / height
+    scale = 1 + (torch.rand(n, 1, 1, generator=generator) * 2 - 1) * MOUTH_JITTER_SCALE
+    return (points - centre) * scale + centre + shift
+
+
+class MouthTask(Task):
+    """The pose head's mouth reader, on the bundle's trained head (frozen but for the reader):
+    L1 between the opening it reads and the ground truth. Training crops are placed by the true
+    keypoints, jittered as the head errs; evaluation crops by the head's own keypoints."""
+
+    def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
+        frames = batch["frames"].flatten(0, 1)
+        points = jitter_mouth(batch["points"].flatten(0, 1), self.spec.height)
+        read = self.model.mouth_opening(frames, points)
+        return F.l1_loss(read, batch["mouth_open"].flatten()), {}
+
+    @torch.no_grad()
+    def evaluate(self, batches: list[dict]) -> dict[str, float]:
+        """Correlation and mean error of the opening read from held-out frames."""
+        self.model.eval()
+        read = torch.cat([self.model.mouth_opening(b["frames"].flatten(0, 1)) for b in batches])
+        truth = torch.cat([b["mouth_open"].flatten() for b in batches])
+        self.model.train()
+        return {
+            "held_out_mouth_corr": float(torch.corrcoef(torch.stack((read, truth)))[0, 1]),
+            "held_out_mouth_l1": float((read - truth).abs().mean()),
         }
 
 
@@ -218,6 +256,10 @@ def build_task(
         return task
     if name == "pose":
         return PoseTask(name, "pose", PoseHead(config), {}, WindowSpec(frames=4, width=w, height=h))
+    if name == "mouth":
+        head = _trained_pose(bundle)
+        head.requires_grad_(False).mouth.requires_grad_(True)
+        return MouthTask(name, "pose", head, {}, WindowSpec(frames=4, width=w, height=h))
     if name == "audio":
         mouth = nn.Linear(config.audio.feature_dim, 1)
         spec = WindowSpec(frames=50, width=w, height=h)
@@ -233,6 +275,15 @@ def build_task(
             raise ConfigError(f"{name} trains at the preset's size {res}: its latent grid is fixed")
         return build_generator_task(name, config, (w, h), bundle)
     raise ValueError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}")
+
+
+def _trained_pose(bundle: Path | None) -> nn.Module:
+    """The bundle's pose head, to train its mouth reader on."""
+    if bundle is None or not (bundle / "pose.safetensors").is_file():
+        raise BundleError(
+            f"{bundle} has no trained pose head: train it first (ihuman train pose --out {bundle})"
+        )
+    return load_bundle(bundle, ("pose",)).parts["pose"]
 
 
 def batches(

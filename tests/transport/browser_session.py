@@ -96,7 +96,7 @@ def mouth_box(live: AvatarSession, element: tuple[float, float]) -> tuple[int, i
         points, _ = parts.pose(small)
     H, W = frame.shape[:2]
     pixels = kp.to_pixels(points[0], W, H)
-    lips = pixels[[kp.index("face", f"lip_{i}") for i in range(kp.LIP_POINTS)]]
+    lips = pixels[kp.LIPS]
     eyes = pixels[[kp.index("face", "eye_l"), kp.index("face", "eye_r")]]
     half = float((eyes[0] - eyes[1]).norm()) * 0.6
     centre = lips.mean(0)

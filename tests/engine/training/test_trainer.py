@@ -6,10 +6,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.checkpoint import load_bundle
+from engine.checkpoint import BundleError, load_bundle
 from engine.config import get_preset
+from engine.data import keypoints as kp
+from engine.data.clip import make_clip
 from engine.exceptions import ConfigError
-from engine.training.tasks import PART_TASKS, Task, batches, build_task, held_out
+from engine.training.tasks import (
+    MOUTH_JITTER_PX,
+    PART_TASKS,
+    Task,
+    batches,
+    build_task,
+    held_out,
+    jitter_mouth,
+)
 from engine.training.trainer import Trainer, TrainSettings
 from ihuman.cli import main
 
@@ -27,7 +37,7 @@ def _seconds(task: Task) -> float:
 
 
 def _train(task_name: str, out: Path, steps: int) -> Trainer:
-    task = _task(task_name)
+    task = _task(task_name) if task_name != "mouth" else build_task("mouth", TINY, 64, 32, bundle=out)
     trainer = Trainer(
         task.name,
         task.part,
@@ -53,6 +63,32 @@ def test_every_task_trains_into_a_bundle_and_evaluates(task_name: str, tmp_path:
     task.extra = trainer.extra_parts
     metrics = task.evaluate(held_out(task, clips=2, seconds=_seconds(task), batch=2))
     assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_mouth_reader_trains_on_the_frozen_pose_head(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="train it first"):
+        build_task("mouth", TINY, bundle=tmp_path)
+    _train("pose", tmp_path, steps=1)
+    before = load_bundle(tmp_path).parts["pose"].state_dict()
+    trainer = _train("mouth", tmp_path, steps=2)
+    after = load_bundle(tmp_path).parts["pose"].state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("mouth.") for k in changed)  # the keypoints stay as trained
+    task = build_task("mouth", TINY, 64, 32, bundle=tmp_path)
+    metrics = task.evaluate(held_out(task, clips=2, seconds=2.0, batch=2))  # long enough to speak
+    assert set(metrics) == {"held_out_mouth_corr", "held_out_mouth_l1"} and trainer.step == 2
+    assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_mouth_jitter_is_the_size_of_the_pose_heads_error() -> None:
+    points = make_clip(3, 2.0, 160, 96).points
+    moved = jitter_mouth(points, 96, torch.Generator().manual_seed(0))
+    shift = (moved[:, kp.LIPS].mean(1) - points[:, kp.LIPS].mean(1)) * 96  # canvas units -> pixels
+    assert shift.abs().max() <= MOUTH_JITTER_PX + 1e-4 and shift.abs().max() > 0.5 * MOUTH_JITTER_PX
+    ratio = (moved[:, 0] - moved[:, kp.LIPS].mean(1)).norm(dim=-1) / (
+        points[:, 0] - points[:, kp.LIPS].mean(1)
+    ).norm(dim=-1)
+    assert ratio.min() >= 0.8 - 1e-4 and ratio.max() <= 1.2 + 1e-4 and ratio.std() > 0.05
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path: Path) -> None:
