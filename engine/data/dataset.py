@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
@@ -25,6 +24,7 @@ from engine.data.clip import check_resolution, make_clip
 from engine.data.pose_tensor import pose_tensor
 from engine.data.store import DataError, StoredClip, list_clips, read_clip, read_meta
 from engine.exceptions import ConfigError
+from engine.media.image import cover
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,8 @@ class WindowSpec:
 
 
 def _resize(frames: Tensor, width: int, height: int) -> Tensor:
-    """uint8 [T, 3, h, w] -> float [T, 3, H, W] in [0, 1]."""
-    x = frames.float() / 255.0
-    if x.shape[-2:] != (height, width):
-        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-    return x.clamp(0, 1)
+    """uint8 [T, 3, h, w] -> float [T, 3, H, W] in [0, 1], framed as the engine frames pictures."""
+    return cover(frames.float() / 255.0, width, height).clamp(0, 1)
 
 
 def cut_window(
@@ -63,8 +60,12 @@ def cut_window(
     if start < 0 or stop > frames.shape[0]:
         raise DataError(f"window [{start}, {stop}) outside a clip of {frames.shape[0]} frames")
     h, w = frames.shape[-2:]
-    if abs(w / h - spec.width / spec.height) > 0.02 * w / h:
-        raise ConfigError(f"window {spec.width}x{spec.height} does not keep the clip's aspect ({w}x{h})")
+    # Keypoints are in canvas units (height = 1, x from the centre): a centre crop of the width
+    # keeps them; a crop of the height would not.
+    if spec.width / spec.height > w / h * 1.02:
+        raise ConfigError(
+            f"window {spec.width}x{spec.height} is wider than the clip ({w}x{h}): keypoints would not hold"
+        )
     spf = spec.time.samples_per_frame
     window_points = points[start:stop]
     return {

@@ -85,11 +85,20 @@ def fit_image(image: Tensor, width: int, height: int) -> Tensor:
     Covering (not letterboxing) keeps the person as large as the frame allows and
     adds no borders the generator never saw in training.
     """
-    _, h, w = image.shape
+    return cover(image[None].float() / 255.0, width, height)[0].clamp(0, 1)
+
+
+def cover(frames: Tensor, width: int, height: int) -> Tensor:
+    """float [N, 3, H, W] -> [N, 3, height, width]: scaled to cover the frame, centre-cropped.
+
+    The one framing rule of the engine: a picture meets each resolution this way,
+    so the LR video of a preset whose LR aspect differs from the HR one (tiny:
+    160x96 vs 320x176) is the centre of the HR frame, in training as at inference.
+    """
+    h, w = frames.shape[-2:]
     scale = max(width / w, height / h)
     sw, sh = max(width, round(w * scale)), max(height, round(h * scale))
-    x = image[None].float() / 255.0
     if (sh, sw) != (h, w):
-        x = F.interpolate(x, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
+        frames = F.interpolate(frames, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
     top, left = (sh - height) // 2, (sw - width) // 2
-    return x[0, :, top : top + height, left : left + width].clamp(0, 1)
+    return frames[..., top : top + height, left : left + width]

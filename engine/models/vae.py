@@ -225,6 +225,12 @@ class VideoAutoencoder(nn.Module):
         """[B, 3, H, W] -> the one-latent prefix [B, C, 1, h, w]."""
         return self.encode(image[:, :, None])
 
+    def encode_still(self, image: Tensor, latents: int) -> Tensor:
+        """[B, 3, H, W] -> the latents [B, C, 1 + latents, h, w] of a video holding it still: the
+        prefix (as encode_image gives it), then `latents` latent frames of the same picture."""
+        frames = 1 + latents * self.config.time.vae_temporal_stride
+        return self.encode(image[:, :, None].expand(-1, -1, frames, -1, -1))
+
     def decode(self, latents: Tensor) -> Tensor:
         return self.decoder.decode(latents)[0]
 

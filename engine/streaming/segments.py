@@ -3,8 +3,11 @@
 The video is produced in segments of `new` latent frames (`new * 4` video
 frames, 320 ms by default). Segment k generates video frames
 [k * F, (k + 1) * F) with F = segment_video_frames, conditioned on the last
-`motion` latent frames of what came before (fewer at the start) and on the
-reference prefix. Its audio window spans its motion and new frames plus the
+`motion` latent frames of what came before and on the reference prefix.
+Before the first segment the stream has a still history: the reference
+picture held for `motion` latents over silence (stages.Reference), so every
+segment, the first included, continues motion as the generator was trained
+to. Its audio window spans its motion and new frames plus the
 left context before and the lookahead after; samples outside the audio are
 zeros. A segment can run once its audio window's end has been heard: that
 is the latency the lookahead costs.
@@ -26,7 +29,7 @@ from engine.config import Config
 @dataclass(frozen=True)
 class Segment:
     index: int
-    motion_latents: int  # clean latent frames carried over from earlier segments (0 for the first)
+    motion_latents: int  # clean latent frames carried over (for the first: the still reference)
     new_latents: int  # latent frames generated
     first_frame: int  # pts of the first video frame generated
     frames: int  # video frames generated (new_latents * temporal stride)
@@ -61,7 +64,7 @@ def segment(index: int, config: Config) -> Segment:
     new = config.segment.new_latents
     frames = new * stride
     first = index * frames
-    motion = min(config.segment.motion_latents, index * new)
+    motion = config.segment.motion_latents
     context_first = first - motion * stride
     left, ahead = config.audio.left_context_frames, config.audio.lookahead_frames
     return Segment(

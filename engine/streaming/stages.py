@@ -55,10 +55,14 @@ class GenerationSettings:
 
 @dataclass(frozen=True)
 class Reference:
-    """The reference image's prefix latents at both resolutions (computed once per session)."""
+    """The reference image's latents at both resolutions (computed once per session): the prefix,
+    and the LR stream's still history — the picture held still for `segment.motion_latents`
+    latents, which the first segment continues (LR-A2V always trains with motion latents from
+    video, so a start from this history is one it knows; a start from the prefix alone is not)."""
 
     lr_prefix: Tensor  # [1, C, 1, h, w]
     hr_prefix: Tensor  # [1, C, 1, H, W]
+    lr_still: Tensor  # [1, C, M, h, w]
 
     @classmethod
     @torch.no_grad()
@@ -67,7 +71,8 @@ class Reference:
         cfg, device = parts.config, parts.device
         lr = fit_image(image, cfg.lr.width, cfg.lr.height)[None].to(device)
         hr = fit_image(image, cfg.hr.width, cfg.hr.height)[None].to(device)
-        return cls(lr_prefix=parts.vae.encode_image(lr), hr_prefix=parts.vae.encode_image(hr))
+        still = parts.vae.encode_still(lr, cfg.segment.motion_latents)  # the prefix, then M still latents
+        return cls(lr_prefix=still[:, :, :1], hr_prefix=parts.vae.encode_image(hr), lr_still=still[:, :, 1:])
 
 
 def _keep_last(history: Tensor, new: Tensor, count: int) -> Tensor:
@@ -96,10 +101,11 @@ def to_uint8(frames: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def _primed_decoder(parts: Parts, prefix: Tensor) -> DecoderState:
-    # The prefix is the first latent of each stream (decoded alone, to one frame, which is
-    # dropped); it gives the causal decoder the memory the generated latents follow.
-    _, state = parts.vae.decoder.decode(prefix)
+def _primed_decoder(parts: Parts, history: Tensor) -> DecoderState:
+    # The prefix is the first latent of each stream (decoded alone, to one frame), then any
+    # history before the first segment; their frames are dropped: they give the causal decoder
+    # the memory the generated latents follow.
+    _, state = parts.vae.decoder.decode(history)
     return state
 
 
@@ -114,8 +120,8 @@ class LowResStage:
         self.steps = settings.lr_steps
         self.guidance = self.model.guidance()
         self.generator = torch.Generator(device).manual_seed(settings.seed)
-        self.motion = self.prefix[:, :, :0]  # the last generated latents, up to segment.motion_latents
-        self.decoder = _primed_decoder(parts, reference.lr_prefix)
+        self.motion = reference.lr_still  # the last M latents: at first the still history
+        self.decoder = _primed_decoder(parts, torch.cat([reference.lr_prefix, reference.lr_still], dim=2))
 
     @torch.no_grad()
     def generate(self, seg: Segment, audio: Tensor, steps: int | None = None) -> Tensor:

@@ -8,9 +8,10 @@ exactly as the live engine meets them:
   groups of 4 — the same latent stream the engine's causal decoder is primed
   with (the prefix first), so the generated latents are decoded as they were
   encoded;
-- LR-A2V segments carry `motion` clean latents before the `new` ones, except
-  for a share of segments with none (the start of a stream); their audio
-  windows have the left context and the lookahead the planner gives them;
+- LR-A2V segments carry `motion` clean latents before the `new` ones; for a
+  share of segments (the start of a stream) they are the still history the
+  engine starts from — the reference held still (stages.Reference); their
+  audio windows have the left context and the lookahead the planner gives them;
 - the refiner's pose tensor comes from the ground-truth keypoints or, for
   half of the batches, from the pose head on the LR frames — what it gets at
   inference — so it learns to use both (and to survive the head's errors).
@@ -33,6 +34,7 @@ from engine.data import keypoints as kp
 from engine.data.dataset import WindowSpec
 from engine.data.pose_tensor import pose_tensor
 from engine.flow import euler_sample, sample_training_time, sampling_times
+from engine.media.image import cover
 from engine.models.degradation import degrade_latent, sample_degradation
 from engine.models.hand_reward import HandEvaluator
 from engine.models.lr_a2v import LRConditions
@@ -43,7 +45,11 @@ from engine.training.steps import LRA2VBatch, RefinerBatch, lr_a2v_step, refiner
 from engine.training.task import Task
 from engine.training.tasks import psnr
 
-STREAM_START_RATE = 0.15  # share of LR-A2V segments trained without motion latents
+STREAM_START_RATE = 0.15  # share of LR-A2V segments trained from the still history
+# Motion latents come from real video in training but from the model's own output when it
+# streams; its small errors then compound segment after segment into noise. Noise of up to this
+# std (per sample, uniform) on the training motion latents teaches it to clean them instead.
+MOTION_NOISE = 0.2
 PREDICTED_POSE_RATE = 0.5  # share of refiner batches guided by the pose head instead of the truth
 EVAL_TIMES = (0.25, 0.5, 0.75)  # flow times of the held-out loss (fixed, so runs compare)
 
@@ -140,14 +146,18 @@ class LRA2VTask(Task):
         windows = latent_audio_windows(features, left, s.motion_latents + s.new_latents, cfg)
         if start_of_stream is None:
             start_of_stream = bool(torch.rand(()) < STREAM_START_RATE)
-        motion = 0 if start_of_stream else s.motion_latents
         first_new = 1 + s.motion_latents
+        motion = latents[:, :, 1:first_new]
+        if start_of_stream:
+            motion = self.parts.vae.encode_still(batch["reference"], s.motion_latents)[:, :, 1:]
         B = latents.shape[0]
+        if self.model.training:
+            motion = motion + MOTION_NOISE * torch.rand(B, 1, 1, 1, 1) * torch.randn_like(motion)
         return LRA2VBatch(
             prefix=latents[:, :, :1],
-            motion=latents[:, :, first_new - motion : first_new],
+            motion=motion,
             target=latents[:, :, first_new:],
-            audio=windows[:, s.motion_latents - motion :],
+            audio=windows,
             text=tokenize([None] * B, cfg.text),
         )
 
@@ -184,8 +194,9 @@ class RefinerTask(Task):
         hr_frames, reference = batch["frames"], batch["reference"]  # [B, T, 3, H, W], [B, 3, H, W]
         B, T = hr_frames.shape[:2]
         lr_size = (cfg.lr.height, cfg.lr.width)
-        lr_frames = F.interpolate(hr_frames.flatten(0, 1), size=lr_size, mode="bilinear", antialias=True)
-        lr_reference = F.interpolate(reference, size=lr_size, mode="bilinear", antialias=True)
+        # Framed as the engine frames the LR video: the centre of the HR frame (media.image.cover).
+        lr_frames = cover(hr_frames.flatten(0, 1), cfg.lr.width, cfg.lr.height)
+        lr_reference = cover(reference, cfg.lr.width, cfg.lr.height)
         hr_latents = self.parts.vae.encode(_clip(reference, hr_frames))
         lr_latents = self.parts.vae.encode(_clip(lr_reference, lr_frames.view(B, T, 3, *lr_size)))
         pose = batch["pose"]  # [B, 8, T, Hp, Wp] from the ground truth

@@ -85,8 +85,15 @@ def test_windows_at_another_resolution_and_on_the_fly_match_disk() -> None:
     assert torch.equal(fly["points"], disk["points"])
     small = torch.nn.functional.interpolate(fly["frames"], size=(48, 80), mode="bilinear", antialias=True)
     assert (small - disk["frames"]).abs().mean() < 0.02
-    with pytest.raises(ConfigError, match="aspect"):
-        ClipWindows(FIXTURES, WindowSpec(frames=8, width=96, height=96))[0]
+    # A narrower window is the centre of the clip, as the engine frames pictures: what a render
+    # at that size shows, with the same keypoints (canvas units).
+    square = WindowSpec(frames=8, width=96, height=96)
+    centre = ClipWindows(FIXTURES, square)[0]
+    rendered = next(iter(ProceduralWindows([seed], seconds, square)))
+    assert (centre["frames"] - rendered["frames"]).abs().mean() < 0.01
+    assert torch.equal(centre["points"], rendered["points"])
+    with pytest.raises(ConfigError, match="wider than the clip"):
+        ClipWindows(FIXTURES, WindowSpec(frames=8, width=200, height=96))[0]
 
 
 @pytest.mark.parametrize("mix", [1, 2])

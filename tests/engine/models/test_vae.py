@@ -67,3 +67,16 @@ def test_decoding_is_causal(vae: VideoAutoencoder) -> None:
 def test_decoder_flops_are_counted() -> None:
     flops = decoder_flops_per_frame(get_preset("paper"), 1280, 720)
     assert 1e9 < flops < 1e12
+
+
+def test_still_video_starts_with_the_image_prefix(vae: VideoAutoencoder) -> None:
+    """The engine's still history: the prefix as encode_image gives it, then latents of the same
+    picture held for 4 frames each."""
+    image = torch.rand(1, 3, 32, 64)
+    with torch.no_grad():
+        still = vae.encode_still(image, 2)
+        prefix = vae.encode_image(image)
+        held = vae.encode(image[:, :, None].expand(-1, -1, 9, -1, -1))
+    assert still.shape[2] == 3
+    torch.testing.assert_close(still[:, :, :1], prefix)
+    torch.testing.assert_close(still, held)

@@ -24,9 +24,9 @@ def test_every_output_frame_exactly_once_with_monotone_pts(samples: int, preset:
     stride = config.time.vae_temporal_stride
     for previous, seg in itertools.pairwise(plan):
         assert seg.first_frame == previous.first_frame + previous.frames
-        # Motion latents are the latest generated ones, never more than exist.
+        # Motion latents are the latest ones of the history: generated, or the still reference before.
+        assert seg.motion_latents == config.segment.motion_latents
         assert seg.context_first_frame == seg.first_frame - seg.motion_latents * stride
-        assert seg.context_first_frame >= 0
     for seg in plan:
         left, ahead = config.audio.left_context_frames, config.audio.lookahead_frames
         assert seg.audio_start == (seg.context_first_frame - left) * SPF
@@ -40,8 +40,10 @@ def test_short_and_empty_audio() -> None:
     assert plan_segments(0, TINY) == []
     one = plan_segments(1, TINY)
     assert len(one) == 1 and list(one[0].frame_pts) == [0]
-    assert one[0].motion_latents == 0
-    assert one[0].audio_start == -TINY.audio.left_context_frames * SPF
+    # The first segment continues the still history (the reference over silence: zeros).
+    history = TINY.segment.motion_latents * TINY.time.vae_temporal_stride
+    assert one[0].motion_latents == TINY.segment.motion_latents
+    assert one[0].audio_start == -(history + TINY.audio.left_context_frames) * SPF
 
 
 def test_live_segments_continue_the_finite_plan() -> None:
@@ -49,4 +51,4 @@ def test_live_segments_continue_the_finite_plan() -> None:
     live = iter_segments(TINY)
     for seg in plan[:-1]:
         assert next(live) == seg
-    assert plan[1].motion_latents == min(TINY.segment.motion_latents, TINY.segment.new_latents)
+    assert plan[1].motion_latents == TINY.segment.motion_latents

@@ -10,6 +10,7 @@ import torch
 
 from engine.checkpoint import BundleError, load_bundle, save_bundle
 from engine.parts import Parts
+from engine.training.generators import MOTION_NOISE
 from engine.training.tasks import batches, build_task, held_out
 from engine.training.trainer import Trainer, TrainSettings
 from tests.factories import micro_config, randomize_
@@ -34,7 +35,11 @@ def _seconds(task: object) -> float:
 def test_lr_a2v_segments_follow_the_stream_layout(bundle: Path) -> None:
     task = build_task("lr-a2v", MICRO, bundle=bundle)
     window = next(batches(task, 2, seed=0, seconds=_seconds(task), workers=0))
+    noised = task.make_batch(window, start_of_stream=False)  # training: motion latents get noise
+    task.model.eval()
     data = task.make_batch(window, start_of_stream=False)
+    assert torch.equal(noised.target, data.target) and not torch.equal(noised.motion, data.motion)
+    assert (noised.motion - data.motion).std() < MOTION_NOISE
     s = MICRO.segment
     assert data.motion.shape[2] == s.motion_latents and data.target.shape[2] == s.new_latents
     assert data.audio.shape[:3] == (2, s.motion_latents + s.new_latents, MICRO.audio_tokens_per_latent)
@@ -42,9 +47,12 @@ def test_lr_a2v_segments_follow_the_stream_layout(bundle: Path) -> None:
     with torch.no_grad():
         prefix = task.parts.vae.encode_image(window["reference"])
     torch.testing.assert_close(data.prefix, prefix)
+    # A stream start continues the still history the engine starts from: the reference held still.
     start = task.make_batch(window, start_of_stream=True)
-    assert start.motion.shape[2] == 0 and torch.equal(start.target, data.target)
-    assert torch.equal(start.audio, data.audio[:, s.motion_latents :])
+    with torch.no_grad():
+        still = task.parts.vae.encode_still(window["reference"], s.motion_latents)[:, :, 1:]
+    torch.testing.assert_close(start.motion, still)
+    assert torch.equal(start.target, data.target) and torch.equal(start.audio, data.audio)
 
 
 def test_refiner_batches_use_true_or_predicted_pose(bundle: Path) -> None:
