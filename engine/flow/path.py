@@ -29,14 +29,22 @@ def velocity_target(z1: Tensor, eps: Tensor) -> Tensor:
     return z1 - eps
 
 
-def flow_matching_loss(pred: Tensor, target: Tensor, frame_weight: Tensor) -> Tensor:
+def flow_matching_loss(
+    pred: Tensor, target: Tensor, frame_weight: Tensor, spatial_weight: Tensor | None = None
+) -> Tensor:
     """Weighted mean squared velocity error.
 
     pred/target [B, C, F, H, W]; frame_weight [F] or [B, F] (w_i; 0 for prefix and
-    motion frames). Each frame's error is averaged over (C, H, W), then averaged
-    over frames with these weights, so a weight-0 frame cannot change the loss.
+    motion frames). Each frame's error is averaged over (C, H, W) — weighted by
+    spatial_weight [B, 1, 1 or F, H, W] when given — then averaged over frames with
+    these weights, so a weight-0 frame cannot change the loss.
     """
-    per_frame = (pred.float() - target.float()).pow(2).mean(dim=(1, 3, 4))  # [B, F]
+    error = (pred.float() - target.float()).pow(2)
+    if spatial_weight is None:
+        per_frame = error.mean(dim=(1, 3, 4))  # [B, F]
+    else:
+        w = spatial_weight.float().expand_as(error)
+        per_frame = (error * w).mean(dim=(1, 3, 4)) / w.mean(dim=(1, 3, 4))
     w = frame_weight.to(per_frame).expand_as(per_frame)
     # Select rather than multiply: a weight-0 frame must not leak in even if its error is inf/nan.
     weighted = torch.where(w > 0, per_frame * w, torch.zeros_like(per_frame))

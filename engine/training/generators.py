@@ -50,6 +50,9 @@ STREAM_START_RATE = 0.15  # share of LR-A2V segments trained from the still hist
 # streams; its small errors then compound segment after segment into noise. Noise of up to this
 # std (per sample, uniform) on the training motion latents teaches it to clean them instead.
 MOTION_NOISE = 0.2
+# The mouth is one latent cell of the tiny LR grid (20 x 12): unweighted, the flow loss hardly
+# sees whether it opens with the audio. Its cells weigh this much more (a Gaussian of one cell).
+MOUTH_LOSS_WEIGHT = 10.0
 PREDICTED_POSE_RATE = 0.5  # share of refiner batches guided by the pose head instead of the truth
 EVAL_TIMES = (0.25, 0.5, 0.75)  # flow times of the held-out loss (fixed, so runs compare)
 
@@ -112,6 +115,18 @@ def build_generator_task(name: str, config: Config, spec_size: tuple[int, int], 
     return task
 
 
+def mouth_weight(points: Tensor, grid: tuple[int, int], width: int, height: int) -> Tensor:
+    """[B, 1, 1, h, w] loss weights over the latent grid: 1 + MOUTH_LOSS_WEIGHT at the lips (their
+    mean over the window's frames [B, T, K, 2]), falling off as a Gaussian of one cell."""
+    h, w = grid
+    centre = kp.to_pixels(points[:, :, kp.LIPS].mean((1, 2)), width, height)  # [B, 2] pixels
+    cell = torch.stack((centre[:, 0] / width * w, centre[:, 1] / height * h), dim=-1)  # in cells
+    ys = torch.arange(h, dtype=torch.float32) + 0.5
+    xs = torch.arange(w, dtype=torch.float32) + 0.5
+    d2 = (ys[None, :, None] - cell[:, 1, None, None]) ** 2 + (xs[None, None, :] - cell[:, 0, None, None]) ** 2
+    return (1 + MOUTH_LOSS_WEIGHT * torch.exp(-d2 / 2))[:, None, None]
+
+
 def _spec(cls: type, config: Config, width: int, height: int) -> WindowSpec:
     return WindowSpec(frames=cls.window_frames(config), width=width, height=height)
 
@@ -159,6 +174,7 @@ class LRA2VTask(Task):
             target=latents[:, :, first_new:],
             audio=windows,
             text=tokenize([None] * B, cfg.text),
+            weight=mouth_weight(batch["points"][:, left:], latents.shape[-2:], cfg.lr.width, cfg.lr.height),
         )
 
     def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:

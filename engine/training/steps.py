@@ -33,6 +33,7 @@ class LRA2VBatch:
     target: Tensor  # [B, C, N, h, w] latents of the segment to generate
     audio: Tensor  # [B, M + N, A, D] audio windows of motion and new frames
     text: TextTokens
+    weight: Tensor | None = None  # [B, 1, 1, h, w] loss weight per latent cell (e.g. the mouth's)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def _flow_step(
     generator: torch.Generator | None,
     noise: Tensor | None,
     t: Tensor | None,
+    spatial_weight: Tensor | None = None,
 ) -> StepResult:
     layout = cond.layout(target.shape[2])
     z1 = torch.cat([cond.prefix, cond.motion, target], dim=2)  # [B, C, P+M+N, H, W]
@@ -83,7 +85,9 @@ def _flow_step(
         )
     z_t = noise_frames(z1, eps, layout.frame_times(t))
     pred = model(z_t[:, :, layout.context :], t, cond, all_frames=True)  # [B, C, P+M+N, H, W]
-    loss = flow_matching_loss(pred, velocity_target(z1, eps), layout.loss_weights(target.device))
+    loss = flow_matching_loss(
+        pred, velocity_target(z1, eps), layout.loss_weights(target.device), spatial_weight
+    )
     return StepResult(loss=loss, t=t, noised=z_t, keep=keep)
 
 
@@ -103,7 +107,8 @@ def lr_a2v_step(
     keep = sample_keep(batch.target.shape[0], lr_a2v_rates(cfg.dropout), generator, batch.target.device)
     cond = LRConditions(prefix=batch.prefix, motion=batch.motion, audio=batch.audio, text=batch.text)
     cond = cond.drop(keep)
-    return _flow_step(model, cond, batch.target, keep, cfg.flow.lr_time_shift, cfg.flow, generator, noise, t)
+    shift = cfg.flow.lr_time_shift
+    return _flow_step(model, cond, batch.target, keep, shift, cfg.flow, generator, noise, t, batch.weight)
 
 
 def refiner_step(

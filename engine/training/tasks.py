@@ -43,9 +43,16 @@ def random_crop(
 ) -> Tensor:
     """The same size x size window of every frame [..., H, W], its corner on a `multiple` grid:
     around `centre` (x, y pixels) when given, anywhere otherwise."""
+    return crop_window(frames, size, multiple, centre)[0]
+
+
+def crop_window(
+    frames: Tensor, size: int, multiple: int, centre: tuple[float, float] | None = None
+) -> tuple[Tensor, tuple[int, int]]:
+    """random_crop, and the (top, left) pixel of the window."""
     H, W = frames.shape[-2:]
     if size >= min(H, W):
-        return frames
+        return frames, (0, 0)
     if centre is None:
         top = int(torch.randint(0, (H - size) // multiple + 1, ()))
         left = int(torch.randint(0, (W - size) // multiple + 1, ()))
@@ -53,24 +60,53 @@ def random_crop(
         top = min(max(0, round((centre[1] - size / 2) / multiple)), (H - size) // multiple)
         left = min(max(0, round((centre[0] - size / 2) / multiple)), (W - size) // multiple)
     top, left = top * multiple, left * multiple
-    return frames[..., top : top + size, left : left + size]
+    return frames[..., top : top + size, left : left + size], (top, left)
+
+
+MOUTH_CROPS = 0.35  # share of VAE crops centred on the lips
+MOUTH_WEIGHT = 4.0  # extra weight of the VAE's reconstruction error around the lips
 
 
 def _crop_centre(batch: dict, width: int, height: int) -> tuple[float, float] | None:
-    """A random visible keypoint of the batch's first window, in pixels, 3 times in 4; else None.
+    """The lips of the batch's first window (MOUTH_CROPS of the time) or another random visible
+    keypoint, in pixels, 3 times in 4 in all; else None.
 
     Most of a frame is a smooth background: crops drawn uniformly rarely hold the
-    person, and the autoencoder would learn their colours and edges last.
+    person, and the autoencoder would learn their colours and edges last. The mouth
+    is a few pixels at the LR size, and lip sync depends on them.
     """
-    if "points" not in batch or torch.rand(()) < 0.25:
+    draw = float(torch.rand(()))
+    if "points" not in batch or draw < 0.25:
         return None
     visible = batch["visibility"][0, 0] > 0.5  # [K]
+    if draw < 0.25 + MOUTH_CROPS and visible[kp.LIPS].all():
+        x, y = kp.to_pixels(batch["points"][0, 0, kp.LIPS].mean(0), width, height).tolist()
+        return x, y
     if not visible.any():
         return None
     choices = visible.nonzero().flatten()
     k = int(choices[torch.randint(0, len(choices), ())])
     x, y = kp.to_pixels(batch["points"][0, 0, k], width, height).tolist()
     return x, y
+
+
+def _mouth_weight(
+    batch: dict, frame: tuple[int, int], corner: tuple[int, int], size: tuple[int, int]
+) -> Tensor:
+    """[B, 1, T, h, w]: 1 + MOUTH_WEIGHT in a box around each frame's lips (as wide as the eyes are
+    apart), 1 elsewhere, over the window `size` at `corner` (top, left) of a W x H frame."""
+    points = batch["points"]  # [B, T, K, 2]
+    W, H = frame
+    pixels = kp.to_pixels(points, W, H)
+    centre = pixels[:, :, kp.LIPS].mean(2)  # [B, T, 2]
+    eyes = pixels[:, :, kp.index("face", "eye_l")] - pixels[:, :, kp.index("face", "eye_r")]
+    half = eyes.norm(dim=-1).clamp_min(1.0)[..., None, None] / 2  # [B, T, 1, 1]
+    ys = torch.arange(size[0], dtype=torch.float32) + corner[0] + 0.5
+    xs = torch.arange(size[1], dtype=torch.float32) + corner[1] + 0.5
+    inside = ((ys[:, None] - centre[..., 1, None, None]).abs() < half) & (
+        (xs[None, :] - centre[..., 0, None, None]).abs() < half
+    )
+    return (1 + MOUTH_WEIGHT * inside.float())[:, None]
 
 
 class VAETask(Task):
@@ -94,12 +130,16 @@ class VAETask(Task):
             frames = frames.view(B, T, 3, *size)
             scale = 0.5
         frames = frames.transpose(1, 2)  # [B, 3, T, H, W]
+        H, W = frames.shape[-2:]
+        corner = (0, 0)
         if self.crop:
-            centre = _crop_centre(batch, frames.shape[-1] / scale, frames.shape[-2] / scale)
+            centre = _crop_centre(batch, W / scale, H / scale)
             centre = None if centre is None else (centre[0] * scale, centre[1] * scale)
-            frames = random_crop(frames, self.crop, self.model.config.time.vae_spatial_stride, centre)
+            frames, corner = crop_window(frames, self.crop, self.model.config.time.vae_spatial_stride, centre)
         recon = self.model(frames)
-        loss = F.l1_loss(recon, frames) + F.mse_loss(recon, frames)
+        error = (recon - frames).abs() + (recon - frames).pow(2)
+        weight = _mouth_weight(batch, (W, H), corner, frames.shape[-2:]) if "points" in batch else None
+        loss = error.mean() if weight is None else (error * weight).mean() / weight.mean()
         return loss, {"psnr": psnr(recon.detach(), frames)}
 
     @torch.no_grad()

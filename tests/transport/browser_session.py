@@ -26,6 +26,7 @@ from playwright.async_api import Page, async_playwright
 
 from engine.config import get_preset
 from engine.data import keypoints as kp
+from engine.media.image import fit_image
 from engine.parts import DEFAULT_BUNDLE, Parts
 from engine.streaming.session import SessionOptions
 from tests.factories import micro_config
@@ -88,10 +89,7 @@ def mouth_box(live: AvatarSession, element: tuple[float, float]) -> tuple[int, i
     """The mouth of the session's picture, found by its pose head, in the video element's pixels."""
     parts, frame = live.session.parts, live.session._reference_frame  # HR uint8 [H, W, 3]
     lr = parts.config.lr
-    image = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
-    small = torch.nn.functional.interpolate(
-        image, size=(lr.height, lr.width), mode="bilinear", antialias=True
-    )
+    small = fit_image(torch.from_numpy(frame).permute(2, 0, 1), lr.width, lr.height)[None]  # as the engine
     with torch.no_grad():
         points, _ = parts.pose(small)
     H, W = frame.shape[:2]

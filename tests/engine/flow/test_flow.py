@@ -65,6 +65,23 @@ def test_loss_ignores_weight_zero_frames() -> None:
     torch.testing.assert_close(base, (pred - target)[:, :, 3:].pow(2).mean())
 
 
+def test_spatial_weight_favours_its_cells() -> None:
+    pred, target = torch.zeros(1, 2, 2, 3, 3), torch.zeros(1, 2, 2, 3, 3)
+    w = torch.tensor([0.0, 1.0])
+    uniform = torch.full((1, 1, 1, 3, 3), 5.0)
+    target[:, :, 1, 0, 0] = 1.0  # an error in one corner cell of the new frame
+    torch.testing.assert_close(
+        flow_matching_loss(pred, target, w, uniform), flow_matching_loss(pred, target, w)
+    )
+    heavy = torch.ones(1, 1, 1, 3, 3)
+    heavy[..., 0, 0] = 10.0
+    light = torch.ones(1, 1, 1, 3, 3)
+    light[..., 2, 2] = 10.0
+    assert flow_matching_loss(pred, target, w, heavy) > 5 * flow_matching_loss(pred, target, w, light)
+    target[:, :, 0] = float("nan")  # a weight-0 frame still cannot leak in
+    assert torch.isfinite(flow_matching_loss(pred, target, w, heavy))
+
+
 def test_training_loss_ignores_prefix_and_motion_predictions() -> None:
     """Through the real step: the context frames' predictions carry no gradient to the loss."""
     c = get_preset("tiny").replace(dropout=DropoutConfig(0, 0, 0, 0, 0))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from engine.checkpoint import BundleError, load_bundle, save_bundle
+from engine.data import keypoints as kp
 from engine.parts import Parts
 from engine.training.generators import MOTION_NOISE
 from engine.training.tasks import batches, build_task, held_out
@@ -53,6 +54,18 @@ def test_lr_a2v_segments_follow_the_stream_layout(bundle: Path) -> None:
         still = task.parts.vae.encode_still(window["reference"], s.motion_latents)[:, :, 1:]
     torch.testing.assert_close(start.motion, still)
     assert torch.equal(start.target, data.target) and torch.equal(start.audio, data.audio)
+
+
+def test_lr_a2v_loss_weighs_the_mouth_cells(bundle: Path) -> None:
+    task = build_task("lr-a2v", MICRO, bundle=bundle)
+    window = next(batches(task, 2, seed=0, seconds=_seconds(task), workers=0))
+    data = task.make_batch(window)
+    h, w = MICRO.lr_latent_grid
+    assert data.weight is not None and data.weight.shape == (2, 1, 1, h, w)
+    lips = kp.to_pixels(window["points"][0, :, kp.LIPS].mean((0, 1)), MICRO.lr.width, MICRO.lr.height)
+    row, col = int(lips[1] / MICRO.lr.height * h), int(lips[0] / MICRO.lr.width * w)
+    peak = data.weight[0, 0, 0]
+    assert peak[row, col] > 0.5 * peak.max() and peak.max() > 5 and peak.min() < 0.5 * peak.max()
 
 
 def test_refiner_batches_use_true_or_predicted_pose(bundle: Path) -> None:

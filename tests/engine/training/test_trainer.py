@@ -142,3 +142,15 @@ def test_vae_trains_at_half_scale_too() -> None:
     assert loss.requires_grad and math.isfinite(stats["psnr"])
     with pytest.raises(ConfigError, match="half-scale"):
         build_task("pose", TINY, half_scale=0.5)
+
+
+def test_vae_loss_weighs_the_mouth_more() -> None:
+    from engine.training.tasks import MOUTH_WEIGHT, _mouth_weight  # noqa: PLC0415
+
+    clip = make_clip(4, 0.4, 160, 96)
+    batch = {"points": clip.points[None, :2]}
+    weight = _mouth_weight(batch, (160, 96), (8, 16), (64, 96))  # a window at top 8, left 16
+    assert weight.shape == (1, 1, 2, 64, 96) and set(weight.unique().tolist()) == {1.0, 1 + MOUTH_WEIGHT}
+    lips = kp.to_pixels(clip.points[0, kp.LIPS].mean(0), 160, 96)
+    y, x = int(lips[1]) - 8, int(lips[0]) - 16
+    assert weight[0, 0, 0, y, x] == 1 + MOUTH_WEIGHT and weight[0, 0, 0, 0, 0] == 1
