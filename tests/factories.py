@@ -32,11 +32,11 @@ def randomize_(model: nn.Module, std: float = 0.05, seed: int = 0) -> nn.Module:
 
 
 def to_device(batch: T, device: str) -> T:
-    """A copy of a batch dataclass with every tensor (and text) on `device`."""
+    """A copy of a batch dataclass with every tensor (and text) on `device` (None stays None)."""
     changes = {}
     for f in dataclasses.fields(batch):  # type: ignore[arg-type]
         value = getattr(batch, f.name)
-        changes[f.name] = value.to(device)
+        changes[f.name] = None if value is None else value.to(device)
     return dataclasses.replace(batch, **changes)  # type: ignore[type-var]
 
 
