@@ -73,7 +73,7 @@ def lip_sync(parts: Parts, characters: int = 4, seconds: float = 8.0, max_lag: i
         motion = motion_from_audio(audio[: frames * cfg.time.samples_per_frame], seed, cfg.time, frames)
         image = make_clip(seed, 1 / cfg.time.fps, cfg.hr.width, cfg.hr.height).frames[0]
         opening = [
-            parts.pose.mouth_opening(d.frames[:keep]).float().cpu()
+            parts.pose.mouth_opening(d.frames[:keep], d.keypoints[:keep]).float().cpu()
             for d, _, keep in generate(parts, image, audio)
         ]
         g = torch.cat(opening)[:frames].numpy()

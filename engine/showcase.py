@@ -41,7 +41,9 @@ def speak(parts: Parts, character: int, seconds: float) -> tuple[np.ndarray, np.
     for decoded, hr, keep in generate(parts, image, audio, refine=True):
         assert hr is not None
         frames.append(hr[:keep].numpy())
-        opening.append(parts.pose.mouth_opening(decoded.frames[:keep]).float().cpu().numpy())
+        opening.append(
+            parts.pose.mouth_opening(decoded.frames[:keep], decoded.keypoints[:keep]).float().cpu().numpy()
+        )
     video = np.concatenate(frames)[:frames_n]
     return video, np.concatenate(opening)[:frames_n], truth.mouth_open.numpy()[: len(video)]
 

@@ -93,19 +93,19 @@ class PoseHead(nn.Module):
 
     def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """frames [N, 3, H, W] in [0, 1] -> keypoints [N, K, 2] (canvas units), visibility logits [N, K]."""
-        points, visible, _, _ = self.predict(frames)
+        points, visible, _ = self.predict(frames)  # no mouth reading: the live stages need none
         return points, visible
 
     def mouth_opening(self, frames: Tensor, points: Tensor | None = None) -> Tensor:
         """frames [N, 3, H, W] in [0, 1] -> the mouth opening [N] each frame shows (0 closed, 1 wide),
         read around the lips of `points` [N, K, 2] (default: the keypoints the head finds)."""
         if points is None:
-            return self.predict(frames)[3]
-        return self.mouth(mouth_crops(frames, points)).squeeze(-1)
+            points = self.predict(frames)[0]
+        # The crop's place comes from detached keypoints: the reader's loss cannot move them.
+        return self.mouth(mouth_crops(frames, points.detach())).squeeze(-1)
 
-    def predict(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """forward, plus the heatmap logits [N, K, h, w] (training supervises them too) and the
-        mouth opening [N]."""
+    def predict(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """forward, plus the heatmap logits [N, K, h, w] (training supervises them too)."""
         N, _, H, W = frames.shape
         logits, feats = self.heatmap_logits(frames)
         h, w = logits.shape[-2:]
@@ -116,9 +116,7 @@ class PoseHead(nn.Module):
         y = (prob.sum(-1) * ys).sum(-1)
         x = (prob.sum(-2) * xs).sum(-1)
         visible = F.adaptive_max_pool2d(self.visible(feats) + logits, 1).flatten(1)
-        points = torch.stack((x, y), dim=-1)
-        # The crop's place comes from detached keypoints: the reader's loss cannot move them.
-        return points, visible, logits, self.mouth_opening(frames, points.detach())
+        return torch.stack((x, y), dim=-1), visible, logits
 
 
 MOUTH_CROP_EYES = 2.5  # side of the mouth crop in eye distances

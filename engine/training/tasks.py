@@ -153,7 +153,7 @@ class VAETask(Task):
 class PoseTask(Task):
     def _run(self, batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         frames = batch["frames"].flatten(0, 1)  # [B*T, 3, H, W]
-        points, visible, heatmaps, _ = self.model.predict(frames)
+        points, visible, heatmaps = self.model.predict(frames)
         return points, visible, batch["points"].flatten(0, 1), batch["visibility"].flatten(0, 1), heatmaps
 
     def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:

@@ -24,7 +24,7 @@ def test_pose_head_learns_keypoints_of_procedural_frames() -> None:
     opt = torch.optim.AdamW(head.parameters(), lr=2e-3)
     errors = []
     for _ in range(60):
-        points, visible, heatmaps, _ = head.predict(window["frames"])
+        points, visible, heatmaps = head.predict(window["frames"])
         loss, stats = pose_loss(points, visible, window["points"], window["visibility"], heatmaps, (160, 96))
         opt.zero_grad()
         loss.backward()
@@ -32,7 +32,8 @@ def test_pose_head_learns_keypoints_of_procedural_frames() -> None:
         errors.append(stats["coord_l1"] * 96)  # canvas units -> pixels (x + y)
     assert errors[0] > 10
     assert errors[-1] < 3, errors[-1]
-    assert torch.allclose(head.mouth_opening(window["frames"]), head.predict(window["frames"])[3])
+    points = head(window["frames"])[0]
+    assert torch.allclose(head.mouth_opening(window["frames"]), head.mouth_opening(window["frames"], points))
 
 
 def test_mouth_reader_learns_the_opening_from_lip_crops() -> None:
@@ -54,7 +55,7 @@ def test_mouth_reader_learns_the_opening_from_lip_crops() -> None:
 def test_mouth_loss_does_not_move_the_keypoints() -> None:
     """The mouth reader's crop is placed by detached keypoints: its loss leaves the heatmaps alone."""
     head = PoseHead(get_preset("tiny"))
-    _, _, _, opening = head.predict(torch.rand(2, 3, 96, 160))
+    opening = head.mouth_opening(torch.rand(2, 3, 96, 160))
     opening.sum().backward()
     assert head.heatmaps.weight.grad is None and head.mouth[0].weight.grad.abs().sum() > 0
 
