@@ -5,7 +5,8 @@ samples per video frame, audio tokens per latent frame, ...) is a property
 derived here from a handful of base fields; no other module writes these
 numbers as literals. The time base is DESIGN.md's contract: 25 fps video,
 16 kHz mono audio, a causal video autoencoder that downsamples space by 8 and
-time by 4 (the first frame alone), and a DiT patch of 1x2x2.
+time by 4 (the first frame alone), and a DiT patch of 1x2x2 (the tiny preset: space by 4 and a
+1x4x4 patch, the same 16-pixel tokens).
 """
 
 from __future__ import annotations
@@ -201,10 +202,20 @@ class DegradationConfig:
 
 @dataclass(frozen=True)
 class VAEConfig:
-    """The causal video autoencoder (spatial /8 = three /2 stages, temporal /4 with the first frame alone)."""
+    """The causal video autoencoder: one /2 stage per encoder entry (three: spatial /8), temporal /4
+    with the first frame alone. Each resampling has a channel-matching shortcut (models/vae.py), so
+    neighbouring channel counts must divide one another as `_shortcut_pairs` lists."""
 
-    encoder_channels: tuple[int, int, int] = (32, 64, 128)  # channels after each /2 stage
-    decoder_channels: tuple[int, int, int] = (128, 64, 32)  # channels before each x2 stage
+    encoder_channels: tuple[int, ...] = (32, 64, 128)  # channels after each /2 stage
+    decoder_channels: tuple[int, ...] = (128, 64, 32)  # channels before each x2 stage
+
+    def shortcut_pairs(self, latent_channels: int) -> list[tuple[int, int]]:
+        """(from, to) channel counts of every shortcut of the autoencoder."""
+        enc, dec = self.encoder_channels, self.decoder_channels
+        pairs = [(4 * a, b) for a, b in zip((enc[0] // 2, *enc[:-1]), enc, strict=True)]
+        pairs += [(enc[-1], latent_channels), (latent_channels, dec[0])]
+        pairs += [(a, 4 * b) for a, b in zip((dec[0], *dec[:-1]), dec, strict=True)]
+        return pairs
 
 
 @dataclass(frozen=True)
@@ -240,8 +251,12 @@ class Config:
                         f"{res_label} resolution {res} must be a multiple of {step_w}x{step_h} "
                         f"(VAE stride x {label} patch)"
                     )
-        if self.time.vae_spatial_stride != 2 ** len(self.vae.encoder_channels):
-            raise ConfigError("the autoencoder's stages must give the spatial stride of the time base")
+        stages = len(self.vae.encoder_channels)
+        if self.time.vae_spatial_stride != 2**stages or len(self.vae.decoder_channels) != stages:
+            raise ConfigError("the autoencoder needs one encoder and one decoder stage per halving")
+        for a, b in self.vae.shortcut_pairs(self.latent_channels):
+            if a % b and b % a:
+                raise ConfigError(f"autoencoder: a shortcut from {a} to {b} channels (must divide)")
         if self.time.samples_per_frame % self.audio.mel_hop or self.audio.mel_window < self.audio.mel_hop:
             raise ConfigError(
                 f"mel hop {self.audio.mel_hop} must divide {self.time.samples_per_frame} samples per frame "
@@ -390,8 +405,13 @@ TINY = Config(
     lr=Resolution(160, 96),
     hr=Resolution(320, 176),
     latent_channels=8,
-    lr_a2v=DiTConfig(width=128, depth=4, heads=4),
-    refiner=DiTConfig(width=128, depth=4, heads=4),
+    # Spatial /4 with 1x4x4 patches: the same 16-pixel tokens as /8 with 1x2x2, but 4x the latent
+    # per pixel. At 160x96 a face is ~24 px; through /8 the tiny autoencoder lost it (the mouth
+    # reader's correlation with the truth fell from 0.99 on real frames to 0.4-0.8 on
+    # reconstructions), through /4 it keeps it (docs/demo.md).
+    time=TimeBase(vae_spatial_stride=4),
+    lr_a2v=DiTConfig(width=128, depth=4, heads=4, patch=(1, 4, 4)),
+    refiner=DiTConfig(width=128, depth=4, heads=4, patch=(1, 4, 4)),
     text=TextConfig(dim=64, depth=1, heads=2, max_bytes=64),
     audio=AudioConfig(
         feature_dim=64, left_context_frames=2, lookahead_frames=2, encoder_width=64, encoder_layers=3
@@ -399,8 +419,8 @@ TINY = Config(
     pose=PoseConfig(stride=4),
     segment=SegmentConfig(new_latents=2, motion_latents=1, refiner_motion_latents=0),
     flow=FlowConfig(lr_steps=2),
-    # ~0.6 GFLOP per 320x176 output frame: the decoder must keep up with 25 fps on 2 CPU cores.
-    vae=VAEConfig(encoder_channels=(16, 32, 64), decoder_channels=(32, 16, 8)),
+    # ~0.4 GFLOP per 320x176 output frame: the decoder must keep up with 25 fps on 2 CPU cores.
+    vae=VAEConfig(encoder_channels=(32, 64), decoder_channels=(16, 8)),
 )
 
 SMALL = Config(

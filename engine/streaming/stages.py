@@ -105,7 +105,7 @@ def _primed_decoder(parts: Parts, history: Tensor) -> DecoderState:
     # The prefix is the first latent of each stream (decoded alone, to one frame), then any
     # history before the first segment; their frames are dropped: they give the causal decoder
     # the memory the generated latents follow.
-    _, state = parts.vae.decoder.decode(history)
+    _, state = parts.vae.decode_stream(history)
     return state
 
 
@@ -146,7 +146,7 @@ class LowResStage:
     @torch.no_grad()
     def decode(self, latents: Tensor) -> DecodedLowRes:
         """New LR latents [1, C, N, h, w] -> their LR frames and keypoints."""
-        video, self.decoder = self.parts.vae.decoder.decode(latents, self.decoder)
+        video, self.decoder = self.parts.vae.decode_stream(latents, self.decoder)
         frames = video[0].transpose(0, 1).clamp(0, 1)  # [T, 3, h, w]
         points, _ = self.parts.pose(frames)  # [T, K, 2]
         return DecodedLowRes(latents=latents, frames=frames, keypoints=points)
@@ -188,5 +188,5 @@ class RefineStage:
         )
         hr_latents = euler_sample(parts.refiner.velocity(cond), noise, self.times)
         self.motion = _keep_last(self.motion, hr_latents, cfg.segment.refiner_motion_latents)
-        video, self.decoder = parts.vae.decoder.decode(hr_latents, self.decoder)  # [1, 3, T, H, W]
+        video, self.decoder = parts.vae.decode_stream(hr_latents, self.decoder)  # [1, 3, T, H, W]
         return to_uint8(video[0].transpose(0, 1))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -115,16 +116,25 @@ def build_generator_task(name: str, config: Config, spec_size: tuple[int, int], 
     return task
 
 
+def _seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
 def mouth_weight(points: Tensor, grid: tuple[int, int], width: int, height: int) -> Tensor:
     """[B, 1, 1, h, w] loss weights over the latent grid: 1 + MOUTH_LOSS_WEIGHT at the lips (their
-    mean over the window's frames [B, T, K, 2]), falling off as a Gaussian of one cell."""
+    mean over the window's frames [B, T, K, 2]), falling off as a Gaussian as wide as the eyes are
+    apart (never narrower than a cell), so the weighted area follows the face whatever the
+    preset's pixels per latent cell."""
     h, w = grid
-    centre = kp.to_pixels(points[:, :, kp.LIPS].mean((1, 2)), width, height)  # [B, 2] pixels
-    cell = torch.stack((centre[:, 0] / width * w, centre[:, 1] / height * h), dim=-1)  # in cells
-    ys = torch.arange(h, dtype=torch.float32) + 0.5
-    xs = torch.arange(w, dtype=torch.float32) + 0.5
-    d2 = (ys[None, :, None] - cell[:, 1, None, None]) ** 2 + (xs[None, None, :] - cell[:, 0, None, None]) ** 2
-    return (1 + MOUTH_LOSS_WEIGHT * torch.exp(-d2 / 2))[:, None, None]
+    pixels = kp.to_pixels(points, width, height)  # [B, T, K, 2]
+    centre = pixels[:, :, kp.LIPS].mean((1, 2))  # [B, 2]
+    eyes = (pixels[:, :, kp.index("face", "eye_l")] - pixels[:, :, kp.index("face", "eye_r")]).norm(dim=-1)
+    sigma = eyes.mean(1).clamp_min(max(height / h, width / w))[:, None, None]  # [B, 1, 1] pixels
+    ys = (torch.arange(h, dtype=torch.float32) + 0.5) * (height / h)  # cell centres in pixels
+    xs = (torch.arange(w, dtype=torch.float32) + 0.5) * (width / w)
+    dy, dx = ys[None, :, None] - centre[:, 1, None, None], xs[None, None, :] - centre[:, 0, None, None]
+    d2 = dy**2 + dx**2
+    return (1 + MOUTH_LOSS_WEIGHT * torch.exp(-d2 / (2 * sigma**2)))[:, None, None]
 
 
 def _spec(cls: type, config: Config, width: int, height: int) -> WindowSpec:
@@ -183,16 +193,32 @@ class LRA2VTask(Task):
 
     @torch.no_grad()
     def evaluate(self, batches: list[dict]) -> dict[str, float]:
+        """Held-out flow loss, and how much the audio lowers it on the mouth's cells: the loss there
+        with each sample given another sample's audio minus with its own (0: the model does not
+        listen; the first thing to check when lip sync does not come)."""
         self.model.eval()
         g = torch.Generator().manual_seed(0)
-        losses = []
+        losses, gains = [], []
         for b in batches:
             data = self.make_batch(b, start_of_stream=False)
+            mouth = replace(data, weight=(data.weight > 1 + MOUTH_LOSS_WEIGHT / 2).float())
+            others = replace(mouth, audio=mouth.audio.roll(1, 0))
             for t in EVAL_TIMES:
                 times = torch.full((data.target.shape[0],), t)
-                losses.append(float(lr_a2v_step(self.model, data, generator=g, t=times).loss))
+                noise = torch.randn(data.target.shape, generator=g)
+                losses.append(float(lr_a2v_step(self.model, data, noise=noise, t=times).loss))
+                if data.target.shape[0] > 1:  # both with the same condition dropout draws
+                    seed = int(torch.randint(2**31, (), generator=g))
+                    own, other = (
+                        lr_a2v_step(self.model, x, noise=noise, t=times, generator=_seeded(seed))
+                        for x in (mouth, others)
+                    )
+                    gains.append(float(other.loss - own.loss))
         self.model.train()
-        return {"held_out_flow_loss": sum(losses) / len(losses)}
+        result = {"held_out_flow_loss": sum(losses) / len(losses)}
+        if gains:
+            result["held_out_mouth_audio_gain"] = sum(gains) / len(gains)
+        return result
 
 
 class RefinerTask(Task):

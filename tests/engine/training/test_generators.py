@@ -135,3 +135,13 @@ def test_hand_feedback_learning_moves_the_generator_toward_the_reward(full_bundl
     assert all(p.grad is None for p in task.evaluator.parameters())  # the reward model stays frozen
     loss, stats = task.loss(window)
     assert loss.requires_grad and {"flow", "hand_reward"} <= set(stats)
+
+
+def test_lr_a2v_evaluation_says_how_much_the_model_listens(bundle: Path) -> None:
+    """A fresh LR-A2V is the identity on its residual paths and ignores the audio (gain exactly 0);
+    with weights that read the audio, another sample's audio changes the mouth loss."""
+    task = build_task("lr-a2v", MICRO, bundle=bundle)
+    evaluation = held_out(task, 2, _seconds(task), 2)
+    assert task.evaluate(evaluation)["held_out_mouth_audio_gain"] == 0.0
+    randomize_(task.model, std=0.2)
+    assert task.evaluate(evaluation)["held_out_mouth_audio_gain"] != 0.0
