@@ -204,7 +204,7 @@ class DegradationConfig:
 class VAEConfig:
     """The causal video autoencoder: one /2 stage per encoder entry (three: spatial /8), temporal /4
     with the first frame alone. Each resampling has a channel-matching shortcut (models/vae.py), so
-    neighbouring channel counts must divide one another as `_shortcut_pairs` lists."""
+    neighbouring channel counts must divide one another as `shortcut_pairs` lists."""
 
     encoder_channels: tuple[int, ...] = (32, 64, 128)  # channels after each /2 stage
     decoder_channels: tuple[int, ...] = (128, 64, 32)  # channels before each x2 stage
@@ -408,7 +408,7 @@ TINY = Config(
     # Spatial /4 with 1x4x4 patches: the same 16-pixel tokens as /8 with 1x2x2, but 4x the latent
     # per pixel. At 160x96 a face is ~24 px; through /8 the tiny autoencoder lost it (the mouth
     # reader's correlation with the truth fell from 0.99 on real frames to 0.4-0.8 on
-    # reconstructions), through /4 it keeps it (docs/demo.md).
+    # reconstructions); through /4 with the shortcuts of models/vae.py it reads 0.68-0.78 (issue 8).
     time=TimeBase(vae_spatial_stride=4),
     lr_a2v=DiTConfig(width=128, depth=4, heads=4, patch=(1, 4, 4)),
     refiner=DiTConfig(width=128, depth=4, heads=4, patch=(1, 4, 4)),
