@@ -57,15 +57,16 @@ clean:
 # The demo bundle (tiny preset), trained on CPU from procedural data; every step resumes where an
 # interrupted run stopped, so `make demo` can simply be run again. No hand ReFL: at the tiny LR
 # size (hands ~6 px) the hand evaluator scores at chance, so its reward would only add noise
-# (docs/demo.md).
+# (docs/demo.md). The mouth reader trains after the autoencoder: it also learns to read its
+# reconstructions, and LR-A2V's lip loss reads with it.
 DEMO ?= runs/demo
 DEMO_DATA ?= data/demo
 TRAIN := $(VENV)/bin/ihuman train
 demo: $(STAMP) system-deps
 	$(VENV)/bin/ihuman data make --out $(DEMO_DATA) --clips 300 --seconds 4 --res 320x176 --seed 0
 	$(TRAIN) pose   --out $(DEMO) --steps 3000 --batch 8 --lr 5e-4 --checkpoint-every 500 --eval-clips 8
-	$(TRAIN) mouth  --out $(DEMO) --steps 2000 --batch 8 --lr 2e-3 --checkpoint-every 250 --eval-clips 8
 	$(TRAIN) vae    --out $(DEMO) --steps 4000 --batch 8 --crop 64 --half-scale 0.5 --lr 8e-4 --data $(DEMO_DATA) --checkpoint-every 250
+	$(TRAIN) mouth  --out $(DEMO) --steps 2000 --batch 8 --lr 2e-3 --checkpoint-every 250 --eval-clips 8 --data $(DEMO_DATA)
 	$(TRAIN) audio  --out $(DEMO) --steps 750 --batch 8 --lr 1e-3 --checkpoint-every 250
 	$(TRAIN) lr-a2v --out $(DEMO) --steps 3000 --batch 8 --lr 5e-4 --data $(DEMO_DATA) --checkpoint-every 100
 	$(TRAIN) hand-evaluator --out $(DEMO) --steps 800 --batch 32 --lr 1e-3 --checkpoint-every 100 --eval-clips 16

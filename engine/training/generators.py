@@ -42,9 +42,9 @@ from engine.models.lr_a2v import LRConditions
 from engine.models.refiner import PGRefiner, RefinerConditions
 from engine.models.text import tokenize
 from engine.parts import REQUIRED, Parts
-from engine.training.steps import LRA2VBatch, RefinerBatch, lr_a2v_step, refiner_step
+from engine.training.steps import LRA2VBatch, RefinerBatch, StepResult, lr_a2v_step, refiner_step
 from engine.training.task import Task
-from engine.training.tasks import psnr
+from engine.training.tasks import clip_with_reference, psnr
 
 STREAM_START_RATE = 0.15  # share of LR-A2V segments trained from the still history
 # Motion latents come from real video in training but from the model's own output when it
@@ -54,6 +54,13 @@ MOTION_NOISE = 0.2
 # The mouth is one latent cell of the tiny LR grid (20 x 12): unweighted, the flow loss hardly
 # sees whether it opens with the audio. Its cells weigh this much more (a Gaussian of one cell).
 MOUTH_LOSS_WEIGHT = 10.0
+# The flow loss alone hardly teaches LR-A2V to open the mouth with the audio (held-out mouth audio
+# gain 0.0003 of a 1.17 loss after 1,500 steps; lip sync r = -0.10): the audio explains a few
+# percent of the mouth cells' variance. The lip loss asks it directly (LRA2VTask.lip_loss). Weight
+# 12 over 1,000 steps gave r = 0.64, weight 4 from the same start 0.16 (4 held-out characters, audio
+# guidance 2); it costs picture quality: held-out flow loss 0.50 without it, 0.82 with it (issue 8).
+LIP_LOSS_WEIGHT = 12.0
+LIP_CROP_CELLS = 12  # side of the decoded latent window around the lips (the reader's crop + margin)
 PREDICTED_POSE_RATE = 0.5  # share of refiner batches guided by the pose head instead of the truth
 EVAL_TIMES = (0.25, 0.5, 0.75)  # flow times of the held-out loss (fixed, so runs compare)
 
@@ -88,8 +95,8 @@ def _trainable_copy(module: nn.Module, config: Config, part: str) -> nn.Module:
 def build_generator_task(name: str, config: Config, spec_size: tuple[int, int], bundle: Path | None) -> Task:
     """lr-a2v, refiner, distill or hand-refl, with the parts it reads from the bundle."""
     w, h = spec_size
-    if name == "lr-a2v":
-        parts, _ = trained_parts(config, bundle, ("vae", "audio"))
+    if name == "lr-a2v":  # the pose head's mouth reader scores the lips (LRA2VTask.lip_loss)
+        parts, _ = trained_parts(config, bundle, ("vae", "audio", "pose"))
         task: Task = LRA2VTask(name, "lr_a2v", parts.lr_a2v.train(), {}, _spec(LRA2VTask, config, w, h))
     elif name == "refiner":
         parts, _ = trained_parts(config, bundle, ("vae", "pose"))
@@ -141,11 +148,6 @@ def _spec(cls: type, config: Config, width: int, height: int) -> WindowSpec:
     return WindowSpec(frames=cls.window_frames(config), width=width, height=height)
 
 
-def _clip(reference: Tensor, frames: Tensor) -> Tensor:
-    """reference [B, 3, H, W] + frames [B, T, 3, H, W] -> the autoencoder's clip [B, 3, 1 + T, H, W]."""
-    return torch.cat([reference[:, :, None], frames.transpose(1, 2)], dim=2)
-
-
 class LRA2VTask(Task):
     parts: Parts
 
@@ -166,7 +168,8 @@ class LRA2VTask(Task):
         video = batch["frames"][
             :, left : left + cfg.time.vae_temporal_stride * (s.motion_latents + s.new_latents)
         ]
-        latents = self.parts.vae.encode(_clip(batch["reference"], video))  # [B, C, 1 + M + N, h, w]
+        clip = clip_with_reference(batch["reference"], video)
+        latents = self.parts.vae.encode(clip)  # [B, C, 1 + M + N, h, w]
         features = self.parts.audio.encode_audio(batch["audio"])  # [B, T, D]
         windows = latent_audio_windows(features, left, s.motion_latents + s.new_latents, cfg)
         if start_of_stream is None:
@@ -187,9 +190,62 @@ class LRA2VTask(Task):
             weight=mouth_weight(batch["points"][:, left:], latents.shape[-2:], cfg.lr.width, cfg.lr.height),
         )
 
+    def new_frames(self, values: Tensor) -> Tensor:
+        """The video frames of a window's new latents, from a per-frame batch item [B, T, ...]."""
+        cfg = self.parts.config
+        s, stride = cfg.segment, cfg.time.vae_temporal_stride
+        first = cfg.audio.left_context_frames + stride * s.motion_latents
+        return values[:, first : first + stride * s.new_latents]
+
+    def lip_loss(self, data: LRA2VBatch, result: StepResult, points: Tensor) -> Tensor:
+        """MSE [B] between the mouth opening the frozen reader sees on the decoded clean estimate of
+        the new frames and on the decoded real latents, at the true lips `points` [B, T, K, 2].
+
+        The clean estimate is one Euler step to t = 1 from the noised input, `z_t + (1 - t) v`:
+        what the few-step sampler commits to. The target is the reader on the real latents'
+        reconstruction, not the ground-truth opening: the reader reads reconstructions with an
+        offset (MSE 0.14 against the truth, r = 0.81, on the demo autoencoder), which the model
+        should not learn to make up for. Only a window of LIP_CROP_CELLS latent cells around the
+        lips is decoded (a convolutional decoder; at 12 cells the reading equals the whole
+        frame's), a fraction of the cost of whole frames.
+        """
+        cfg = self.parts.config
+        new = data.target.shape[2]
+        t = result.t.view(-1, 1, 1, 1, 1)
+        clean = result.noised[:, :, -new:] + (1 - t) * result.velocity[:, :, -new:]
+        B, T = points.shape[:2]
+        stride, (h, w) = cfg.time.vae_spatial_stride, clean.shape[-2:]
+        size = min(LIP_CROP_CELLS, h, w)
+        lips = kp.to_pixels(points[:, :, kp.LIPS].mean((1, 2)), cfg.lr.width, cfg.lr.height) / stride
+        x0 = (lips[:, 0] - size / 2).round().long().clamp(0, w - size)
+        y0 = (lips[:, 1] - size / 2).round().long().clamp(0, h - size)
+        # The lips in the window's own canvas units (height 1, x from its centre).
+        side = size * stride
+        pixels = kp.to_pixels(points, cfg.lr.width, cfg.lr.height)
+        pixels = pixels - torch.stack((x0, y0), -1)[:, None, None].to(pixels) * stride
+        local = (torch.stack((pixels[..., 0] - side / 2, pixels[..., 1]), -1) / side).flatten(0, 1)
+
+        def read(latents: Tensor) -> Tensor:  # [B, C, N, h, w] new latents -> openings [B, T]
+            window = torch.cat([data.prefix, data.motion, latents], dim=2)
+            window = torch.stack(
+                [window[i, :, :, y0[i] : y0[i] + size, x0[i] : x0[i] + size] for i in range(B)]
+            )
+            frames = self.parts.vae.decode(window)[:, :, -T:].transpose(1, 2).flatten(0, 1)
+            return self.parts.pose.mouth_opening(frames.clamp(0, 1), local).view(B, T)
+
+        with torch.no_grad():
+            target = read(data.target)
+        return (read(clean) - target).pow(2).mean(1)
+
     def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
-        result = lr_a2v_step(self.model, self.make_batch(batch))
-        return result.loss, {}
+        data = self.make_batch(batch)
+        result = lr_a2v_step(self.model, data)
+        # Without audio (dropout) the opening cannot be known: no lip loss for those samples.
+        listened = result.keep["audio"].float()
+        lips = self.lip_loss(data, result, self.new_frames(batch["points"]))
+        lips = (lips * listened).sum() / listened.sum().clamp_min(1)
+        stats = {"flow": float(result.loss.detach()), "lip_mse": float(lips.detach())}
+        return result.loss + LIP_LOSS_WEIGHT * lips, stats
 
     @torch.no_grad()
     def evaluate(self, batches: list[dict]) -> dict[str, float]:
@@ -239,8 +295,9 @@ class RefinerTask(Task):
         # Framed as the engine frames the LR video: the centre of the HR frame (media.image.cover).
         lr_frames = cover(hr_frames.flatten(0, 1), cfg.lr.width, cfg.lr.height)
         lr_reference = cover(reference, cfg.lr.width, cfg.lr.height)
-        hr_latents = self.parts.vae.encode(_clip(reference, hr_frames))
-        lr_latents = self.parts.vae.encode(_clip(lr_reference, lr_frames.view(B, T, 3, *lr_size)))
+        hr_latents = self.parts.vae.encode(clip_with_reference(reference, hr_frames))
+        lr_clip = clip_with_reference(lr_reference, lr_frames.view(B, T, 3, *lr_size))
+        lr_latents = self.parts.vae.encode(lr_clip)
         pose = batch["pose"]  # [B, 8, T, Hp, Wp] from the ground truth
         if predicted_pose is None:
             predicted_pose = bool(torch.rand(()) < PREDICTED_POSE_RATE)

@@ -53,6 +53,7 @@ class StepResult:
     loss: Tensor  # scalar
     t: Tensor  # [B] flow time of the new frames
     noised: Tensor  # [B, C, P+M+N, H, W] the whole window on the flow path
+    velocity: Tensor  # [B, C, P+M+N, H, W] the model's predicted velocity of it
     keep: Mapping[str, Tensor]  # per-condition keep masks [B] after dropout
 
 
@@ -88,7 +89,7 @@ def _flow_step(
     loss = flow_matching_loss(
         pred, velocity_target(z1, eps), layout.loss_weights(target.device), spatial_weight
     )
-    return StepResult(loss=loss, t=t, noised=z_t, keep=keep)
+    return StepResult(loss=loss, t=t, noised=z_t, velocity=pred, keep=keep)
 
 
 def lr_a2v_step(

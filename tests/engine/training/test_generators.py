@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from engine.checkpoint import BundleError, load_bundle, save_bundle
+from engine.config import get_preset
 from engine.data import keypoints as kp
 from engine.parts import Parts
-from engine.training.generators import MOTION_NOISE
+from engine.training.generators import LIP_CROP_CELLS, MOTION_NOISE
+from engine.training.steps import lr_a2v_step
 from engine.training.tasks import batches, build_task, held_out
 from engine.training.trainer import Trainer, TrainSettings
 from tests.factories import micro_config, randomize_
@@ -145,3 +148,53 @@ def test_lr_a2v_evaluation_says_how_much_the_model_listens(bundle: Path) -> None
     assert task.evaluate(evaluation)["held_out_mouth_audio_gain"] == 0.0
     randomize_(task.model, std=0.2)
     assert task.evaluate(evaluation)["held_out_mouth_audio_gain"] != 0.0
+
+
+def test_lip_loss_compares_the_mouth_read_on_the_estimate_with_the_real_latents(bundle: Path) -> None:
+    """Zero when the clean estimate is the real latents; otherwise positive, and its gradient reaches
+    the generator through the frozen decoder and mouth reader, which stay untouched."""
+    task = build_task("lr-a2v", MICRO, bundle=bundle)
+    window = next(batches(task, 2, seed=0, seconds=_seconds(task), workers=0))
+    data = task.make_batch(window, start_of_stream=False)
+    points = task.new_frames(window["points"])
+    assert points.shape[1] == 4 * MICRO.segment.new_latents
+    exact = lr_a2v_step(task.model, data, t=torch.ones(2))  # t = 1: the input is the clean target
+    exact = replace(exact, velocity=torch.zeros_like(exact.velocity))
+    assert torch.equal(task.lip_loss(data, exact, points), torch.zeros(2))
+    randomize_(task.model, std=0.2)
+    result = lr_a2v_step(task.model, data, t=torch.full((2,), 0.5))
+    lips = task.lip_loss(data, result, points)
+    assert lips.shape == (2,) and (lips > 0).all()
+    lips.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.model.parameters())
+    assert all(p.grad is None for p in (*task.parts.vae.parameters(), *task.parts.pose.parameters()))
+    loss, stats = task.loss(window)
+    assert loss.requires_grad and {"flow", "lip_mse"} <= set(stats)
+
+
+def test_lip_loss_window_reads_the_lips_as_the_whole_frame_does(tmp_path: Path) -> None:
+    """At the tiny preset's grid the decoded window around the lips is a part of the frame; the
+    reader, placed at the same lips, reads the same opening there as on the whole decoded frame."""
+    tiny = get_preset("tiny")
+    parts = Parts.random(tiny, seed=4)
+    for module in (parts.vae, parts.audio, parts.pose):
+        randomize_(module, std=0.05)
+    save_bundle(tmp_path, tiny, {"vae": parts.vae, "audio": parts.audio, "pose": parts.pose})
+    task = build_task("lr-a2v", tiny, bundle=tmp_path)
+    window = next(batches(task, 1, seed=0, seconds=_seconds(task), workers=0))
+    data = task.make_batch(window, start_of_stream=False)
+    points = task.new_frames(window["points"])
+    assert min(tiny.lr_latent_grid) > LIP_CROP_CELLS  # a real window, not the whole grid
+    zero = lr_a2v_step(task.model, data, t=torch.ones(1))  # a fresh model: velocity 0, estimate = input
+    noisy = replace(zero, noised=zero.noised + 0.3 * torch.randn_like(zero.noised))
+    with torch.no_grad():
+        windowed = task.lip_loss(data, noisy, points)
+        latents = torch.cat([data.prefix, data.motion], dim=2)
+        T = points.shape[1]
+        new = noisy.noised[:, :, -data.target.shape[2] :]
+        read = {}
+        for name, z in (("estimate", new), ("real", data.target)):
+            frames = task.parts.vae.decode(torch.cat([latents, z], dim=2))[:, :, -T:]
+            read[name] = task.parts.pose.mouth_opening(frames[0].transpose(0, 1).clamp(0, 1), points[0])
+    whole = (read["estimate"] - read["real"]).pow(2).mean()
+    assert windowed.item() == pytest.approx(whole.item(), rel=0.05, abs=1e-6) and whole > 0

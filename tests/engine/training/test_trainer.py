@@ -154,3 +154,18 @@ def test_vae_loss_weighs_the_mouth_more() -> None:
     lips = kp.to_pixels(clip.points[0, kp.LIPS].mean(0), 160, 96)
     y, x = int(lips[1]) - 8, int(lips[0]) - 16
     assert weight[0, 0, 0, y, x] == 1 + MOUTH_WEIGHT and weight[0, 0, 0, 0, 0] == 1
+
+
+def test_mouth_reader_also_reads_the_bundles_reconstructions(tmp_path: Path) -> None:
+    """With a trained autoencoder in the bundle, the reader trains on its reconstructions too (what
+    the engine shows the head) and its evaluation reports both readings."""
+    _train("pose", tmp_path, steps=1)
+    _train("vae", tmp_path, steps=1)
+    task = build_task("mouth", TINY, 64, 32, bundle=tmp_path)
+    assert task.vae is not None and not task.vae.training
+    window = next(batches(task, 2, seed=0, seconds=2.0, workers=0))
+    rebuilt = task.reconstruct(window)
+    assert rebuilt.shape == window["frames"].shape and not torch.equal(rebuilt, window["frames"])
+    metrics = task.evaluate(held_out(task, clips=2, seconds=2.0, batch=2))
+    assert {"held_out_mouth_corr_reconstructed", "held_out_mouth_l1_reconstructed"} <= set(metrics)
+    assert metrics["held_out_mouth_l1"] != metrics["held_out_mouth_l1_reconstructed"]
