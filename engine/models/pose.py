@@ -96,13 +96,15 @@ class PoseHead(nn.Module):
         points, visible, _ = self.predict(frames)  # no mouth reading: the live stages need none
         return points, visible
 
-    def mouth_opening(self, frames: Tensor, points: Tensor | None = None) -> Tensor:
+    def mouth_opening(
+        self, frames: Tensor, points: Tensor | None = None, max_side: float | None = None
+    ) -> Tensor:
         """frames [N, 3, H, W] in [0, 1] -> the mouth opening [N] each frame shows (0 closed, 1 wide),
         read around the lips of `points` [N, K, 2] (default: the keypoints the head finds)."""
         if points is None:
             points = self.predict(frames)[0]
         # The crop's place comes from detached keypoints: the reader's loss cannot move them.
-        return self.mouth(mouth_crops(frames, points.detach())).squeeze(-1)
+        return self.mouth(mouth_crops(frames, points.detach(), max_side)).squeeze(-1)
 
     def predict(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """forward, plus the heatmap logits [N, K, h, w] (training supervises them too)."""
@@ -123,13 +125,15 @@ MOUTH_CROP_EYES = 2.5  # side of the mouth crop in eye distances
 MOUTH_CROP_SAMPLES = 24  # its side in samples
 
 
-def mouth_crops(frames: Tensor, points: Tensor) -> Tensor:
-    """Square crops [N, 3, S, S] of frames [N, 3, H, W] centred on the lips of points [N, K, 2]."""
+def mouth_crops(frames: Tensor, points: Tensor, max_side: float | None = None) -> Tensor:
+    """Square crops [N, 3, S, S] of frames [N, 3, H, W] centred on the lips of points [N, K, 2],
+    at most `max_side` pixels wide (default H / 2; a caller reading a window of a frame passes the
+    whole frame's bound, so the window crops as the frame would)."""
     N, _, H, W = frames.shape
     pixels = kp.to_pixels(points, W, H)
     centre = pixels[:, kp.LIPS].mean(1)  # [N, 2]
     eyes = pixels[:, kp.index("face", "eye_l")] - pixels[:, kp.index("face", "eye_r")]
-    side = (eyes.norm(dim=-1) * MOUTH_CROP_EYES).clamp(4.0, H / 2)  # pixels
+    side = (eyes.norm(dim=-1) * MOUTH_CROP_EYES).clamp(4.0, H / 2 if max_side is None else max_side)
     theta = torch.zeros(N, 2, 3, device=frames.device, dtype=frames.dtype)
     theta[:, 0, 0], theta[:, 1, 1] = side / W, side / H
     theta[:, 0, 2], theta[:, 1, 2] = centre[:, 0] / W * 2 - 1, centre[:, 1] / H * 2 - 1

@@ -51,14 +51,16 @@ STREAM_START_RATE = 0.15  # share of LR-A2V segments trained from the still hist
 # streams; its small errors then compound segment after segment into noise. Noise of up to this
 # std (per sample, uniform) on the training motion latents teaches it to clean them instead.
 MOTION_NOISE = 0.2
-# The mouth is one latent cell of the tiny LR grid (20 x 12): unweighted, the flow loss hardly
-# sees whether it opens with the audio. Its cells weigh this much more (a Gaussian of one cell).
+# The mouth is a few cells of the tiny LR latent grid (40 x 24): unweighted, the flow loss hardly
+# sees whether it opens with the audio. Its cells weigh this much more (a Gaussian as wide as the
+# eyes are apart).
 MOUTH_LOSS_WEIGHT = 10.0
 # The flow loss alone hardly teaches LR-A2V to open the mouth with the audio (held-out mouth audio
-# gain 0.0003 of a 1.17 loss after 1,500 steps; lip sync r = -0.10): the audio explains a few
+# gain 0.0003 of a 1.17 loss after 1,500 steps; lip sync r = 0.10): the audio explains a few
 # percent of the mouth cells' variance. The lip loss asks it directly (LRA2VTask.lip_loss). Weight
-# 12 over 1,000 steps gave r = 0.64, weight 4 from the same start 0.16 (4 held-out characters, audio
-# guidance 2); it costs picture quality: held-out flow loss 0.50 without it, 0.82 with it (issue 8).
+# 12 over 1,000 steps gave r = 0.64, weight 4 from the same start 0.59 halfway and 0.16 at the end
+# (4 held-out characters x 8 s, audio guidance 2); it costs picture quality: held-out flow loss
+# 0.50 without it, 0.82 with it (issue 8).
 LIP_LOSS_WEIGHT = 12.0
 LIP_CROP_CELLS = 12  # side of the decoded latent window around the lips (the reader's crop + margin)
 PREDICTED_POSE_RATE = 0.5  # share of refiner batches guided by the pose head instead of the truth
@@ -203,11 +205,14 @@ class LRA2VTask(Task):
 
         The clean estimate is one Euler step to t = 1 from the noised input, `z_t + (1 - t) v`:
         what the few-step sampler commits to. The target is the reader on the real latents'
-        reconstruction, not the ground-truth opening: the reader reads reconstructions with an
-        offset (MSE 0.14 against the truth, r = 0.81, on the demo autoencoder), which the model
-        should not learn to make up for. Only a window of LIP_CROP_CELLS latent cells around the
-        lips is decoded (a convolutional decoder; at 12 cells the reading equals the whole
-        frame's), a fraction of the cost of whole frames.
+        reconstruction, not the ground-truth opening: a reader reads reconstructions with an
+        offset (before it learnt them: MSE 0.14 against the truth, r = 0.81, on one held-out batch
+        of the demo autoencoder), which the model should not learn to make up for. Only a window
+        of LIP_CROP_CELLS latent cells around the lips is decoded (a convolutional decoder; at 12
+        cells the reading equals the whole frame's), a fraction of the cost of whole frames.
+
+        The loss has the same weight at every flow time; at small t the estimate is an average of
+        the possible frames, and a weight growing with t may cost the picture less (not tried).
         """
         cfg = self.parts.config
         new = data.target.shape[2]
@@ -231,7 +236,8 @@ class LRA2VTask(Task):
                 [window[i, :, :, y0[i] : y0[i] + size, x0[i] : x0[i] + size] for i in range(B)]
             )
             frames = self.parts.vae.decode(window)[:, :, -T:].transpose(1, 2).flatten(0, 1)
-            return self.parts.pose.mouth_opening(frames.clamp(0, 1), local).view(B, T)
+            bound = cfg.lr.height / 2  # the crop bound of whole LR frames, not of the window
+            return self.parts.pose.mouth_opening(frames.clamp(0, 1), local, bound).view(B, T)
 
         with torch.no_grad():
             target = read(data.target)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine.checkpoint import BundleError, load_bundle, save_bundle
-from engine.config import get_preset
+from engine.config import DropoutConfig, get_preset
 from engine.data import keypoints as kp
 from engine.parts import Parts
 from engine.training.generators import LIP_CROP_CELLS, MOTION_NOISE
@@ -169,7 +169,10 @@ def test_lip_loss_compares_the_mouth_read_on_the_estimate_with_the_real_latents(
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.model.parameters())
     assert all(p.grad is None for p in (*task.parts.vae.parameters(), *task.parts.pose.parameters()))
     loss, stats = task.loss(window)
-    assert loss.requires_grad and {"flow", "lip_mse"} <= set(stats)
+    assert loss.requires_grad and {"flow", "lip_mse"} <= set(stats) and stats["lip_mse"] > 0
+    # Samples whose audio was dropped cannot know the opening: they get no lip loss.
+    task.model.config = MICRO.replace(dropout=DropoutConfig(audio=1.0))
+    assert task.loss(window)[1]["lip_mse"] == 0.0
 
 
 def test_lip_loss_window_reads_the_lips_as_the_whole_frame_does(tmp_path: Path) -> None:
