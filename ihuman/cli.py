@@ -33,9 +33,7 @@ from engine.render import RenderOptions, render
 from engine.streaming.engine import Engine
 from engine.streaming.session import SessionOptions
 from engine.training.tasks import TASKS, batches, build_task, held_out
-from engine.training.trainer import Trainer, TrainSettings
-from transport.server import Server, ServerSettings
-from transport.server import run as serve
+from engine.training.trainer import Trainer, TrainSettings, to_device
 
 log = logging.getLogger("ihuman")
 DEFAULT_AVATAR_SEED = 1_000_003  # a held-out procedural character
@@ -101,6 +99,27 @@ def _resolution(text: str) -> tuple[int, int]:
     return width, height
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text}")
+    return value
+
+
+def _decay(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a decay between 0 and 1, got {text}")
+    return value
+
+
+def _minutes(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected minutes >= 0, got {text}")
+    return value
+
+
 def cmd_data_make(args: argparse.Namespace) -> int:
     width, height = args.res
     seeds = range(args.seed, args.seed + args.clips)
@@ -126,13 +145,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = get_preset(args.preset)
     width, height = args.res if args.res else (None, None)
+    device = _device(args.device)
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
     task = build_task(
         args.task, config, width, height, crop=args.crop, bundle=out, half_scale=args.half_scale
+    ).to(device)
+    settings = TrainSettings(
+        steps=args.steps,
+        lr=args.lr,
+        checkpoint_every=args.checkpoint_every,
+        bf16=bf16,
+        time_limit_s=None if args.time_limit is None else args.time_limit * 60,
+        average=args.average,
     )
-    settings = TrainSettings(steps=args.steps, lr=args.lr, checkpoint_every=args.checkpoint_every)
     trainer = Trainer(task.name, task.part, task.model, config, out, settings, extra_parts=task.extra)
     if trainer.resume():
         print(f"resuming {task.name} at step {trainer.step} from {out}")
+    elif trainer.fine_tuning:
+        print(f"fine-tuning the {task.part} weights {out} holds (a new optimizer, from step 0)")
+    print(f"training {task.name} on {device} in {'bfloat16 autocast' if bf16 else 'float32'}")
     stream = batches(
         task,
         args.batch,
@@ -140,6 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         workers=args.workers,
         data=args.data,
+        pin_memory=device.type == "cuda",
     )
     with tqdm(total=args.steps, initial=trainer.step, unit="step", desc=task.name) as bar:
 
@@ -147,8 +179,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.update(1)
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "seconds")})
 
-        trainer.run(stream, task.loss, on_step=progress)
-    metrics = task.evaluate(held_out(task, args.eval_clips, args.seconds, args.batch))
+        finished = trainer.run(stream, task.loss, on_step=progress)
+    if not finished:
+        print(f"{task.name}: --time-limit reached at step {trainer.step}; the same command resumes")
+    if args.eval_clips == 0:
+        print(f"{task.name}: step {trainer.step} -> {out} (no held-out evaluation: --eval-clips 0)")
+        return 0
+    evaluation = [to_device(b, device) for b in held_out(task, args.eval_clips, args.seconds, args.batch)]
+    with trainer.averaged():  # the weights the bundle stores
+        metrics = task.evaluate(evaluation)
     (out / f"eval_{task.name}.json").write_text(json.dumps({"step": trainer.step, **metrics}, indent=2))
     print(
         f"{task.name}: step {trainer.step}, "
@@ -218,6 +257,10 @@ def _default_avatar(parts: Parts, image: Path | None) -> Callable[[], torch.Tens
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # The WebRTC stack loads for `serve` only: a training or rendering machine needs no aiortc.
+    from transport.server import Server, ServerSettings  # noqa: PLC0415
+    from transport.server import run as serve  # noqa: PLC0415
+
     parts = _load_parts(args, allow_random_default=True)
     settings = ServerSettings(
         host=args.host,
@@ -277,7 +320,24 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--checkpoint-every", type=int, default=200)
-    train.add_argument("--eval-clips", type=int, default=4, help="held-out characters to evaluate on")
+    train.add_argument(
+        "--eval-clips", type=_count, default=4, help="held-out characters to evaluate on (0: none)"
+    )
+    train.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    train.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "bf16", "fp32"),
+        help="bf16: bfloat16 autocast, float32 weights (auto: bf16 on CUDA, fp32 on the CPU)",
+    )
+    train.add_argument(
+        "--average",
+        type=_decay,
+        help="store the moving average of the weights with this decay (e.g. 0.999; default: the raw weights)",
+    )
+    train.add_argument(
+        "--time-limit", type=_minutes, help="minutes: stop with a checkpoint after this (resume later)"
+    )
     train.set_defaults(func=cmd_train)
 
 

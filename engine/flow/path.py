@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from engine.flow.schedule import time_shift
+from engine.randomness import randn
 
 
 def _per_frame(t: Tensor) -> Tensor:
@@ -65,5 +66,5 @@ def sample_training_time(
     Shifting the training distribution like the sampling schedule puts the
     training signal where the sampler spends its steps.
     """
-    u = torch.randn(batch, generator=generator, device=device) * std + mean
+    u = randn((batch,), generator=generator, device=device) * std + mean
     return time_shift(torch.sigmoid(u), shift)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.config import DegradationConfig
+from engine.randomness import rand, randn
 
 
 def gaussian_blur(z: Tensor, sigma: Tensor, radius_sigmas: float = 3.0) -> Tensor:
@@ -46,7 +47,7 @@ def degrade_latent(
     z_lr: Tensor, sigma: Tensor, noise_level: Tensor, generator: torch.Generator | None = None
 ) -> Tensor:
     """`LPF_sigma(z_lr) + a_deg * eps` for z_lr [B, C, F, h, w] and per-sample sigma, a_deg [B]."""
-    eps = torch.randn(z_lr.shape, generator=generator, device=z_lr.device, dtype=z_lr.dtype)
+    eps = randn(z_lr.shape, generator=generator, device=z_lr.device, dtype=z_lr.dtype)
     return gaussian_blur(z_lr, sigma) + noise_level.view(-1, 1, 1, 1, 1).to(z_lr.dtype) * eps
 
 
@@ -54,7 +55,7 @@ def sample_degradation(
     batch: int, cfg: DegradationConfig, generator: torch.Generator | None = None, device: str = "cpu"
 ) -> tuple[Tensor, Tensor]:
     """Training: per-sample (sigma, a_deg) drawn uniformly from [0, max]."""
-    u = torch.rand(2, batch, generator=generator, device=device)
+    u = rand(2, batch, generator=generator, device=device)
     return u[0] * cfg.blur_sigma_max, u[1] * cfg.noise_max
 
 

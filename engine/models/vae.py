@@ -274,6 +274,7 @@ class VideoAutoencoder(nn.Module):
     @torch.no_grad()
     def track_latent_stats(self, raw: Tensor) -> None:
         """Fold one batch of raw latents [B, C, L, h, w] into the running per-channel statistics."""
+        raw = raw.float()  # bf16 under autocast; the statistics stay float32
         mean, std = raw.mean((0, 2, 3, 4)), raw.std((0, 2, 3, 4)).clamp_min(1e-4)
         if int(self.latent_batches) == 0:
             self.latent_mean.copy_(mean)

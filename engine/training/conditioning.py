@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from engine.config import DropoutConfig
+from engine.randomness import rand
 
 
 def lr_a2v_rates(cfg: DropoutConfig) -> dict[str, float]:
@@ -30,6 +31,4 @@ def sample_keep(
     device: torch.device | str = "cpu",
 ) -> dict[str, Tensor]:
     """Per-condition keep masks [B]: False with probability `rates[name]`."""
-    return {
-        name: torch.rand(batch, generator=generator, device=device) >= rate for name, rate in rates.items()
-    }
+    return {name: rand(batch, generator=generator, device=device) >= rate for name, rate in rates.items()}

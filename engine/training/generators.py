@@ -42,6 +42,7 @@ from engine.models.lr_a2v import LRConditions
 from engine.models.refiner import PGRefiner, RefinerConditions
 from engine.models.text import tokenize
 from engine.parts import REQUIRED, Parts
+from engine.randomness import randn
 from engine.training.steps import LRA2VBatch, RefinerBatch, StepResult, lr_a2v_step, refiner_step
 from engine.training.task import Task
 from engine.training.tasks import clip_with_reference, psnr
@@ -139,8 +140,9 @@ def mouth_weight(points: Tensor, grid: tuple[int, int], width: int, height: int)
     centre = pixels[:, :, kp.LIPS].mean((1, 2))  # [B, 2]
     eyes = (pixels[:, :, kp.index("face", "eye_l")] - pixels[:, :, kp.index("face", "eye_r")]).norm(dim=-1)
     sigma = eyes.mean(1).clamp_min(max(height / h, width / w))[:, None, None]  # [B, 1, 1] pixels
-    ys = (torch.arange(h, dtype=torch.float32) + 0.5) * (height / h)  # cell centres in pixels
-    xs = (torch.arange(w, dtype=torch.float32) + 0.5) * (width / w)
+    cells = {"dtype": torch.float32, "device": points.device}
+    ys = (torch.arange(h, **cells) + 0.5) * (height / h)  # cell centres in pixels
+    xs = (torch.arange(w, **cells) + 0.5) * (width / w)
     dy, dx = ys[None, :, None] - centre[:, 1, None, None], xs[None, None, :] - centre[:, 0, None, None]
     d2 = dy**2 + dx**2
     return (1 + MOUTH_LOSS_WEIGHT * torch.exp(-d2 / (2 * sigma**2)))[:, None, None]
@@ -152,6 +154,9 @@ def _spec(cls: type, config: Config, width: int, height: int) -> WindowSpec:
 
 class LRA2VTask(Task):
     parts: Parts
+
+    def frozen(self) -> list[nn.Module]:
+        return [self.parts.vae, self.parts.audio, self.parts.pose]
 
     @staticmethod
     def window_frames(config: Config) -> int:
@@ -182,13 +187,14 @@ class LRA2VTask(Task):
             motion = self.parts.vae.encode_still(batch["reference"], s.motion_latents)[:, :, 1:]
         B = latents.shape[0]
         if self.model.training:
-            motion = motion + MOTION_NOISE * torch.rand(B, 1, 1, 1, 1) * torch.randn_like(motion)
+            strength = MOTION_NOISE * torch.rand(B, 1, 1, 1, 1, device=motion.device)
+            motion = motion + strength * torch.randn_like(motion)
         return LRA2VBatch(
             prefix=latents[:, :, :1],
             motion=motion,
             target=latents[:, :, first_new:],
             audio=windows,
-            text=tokenize([None] * B, cfg.text),
+            text=tokenize([None] * B, cfg.text, latents.device),
             weight=mouth_weight(batch["points"][:, left:], latents.shape[-2:], cfg.lr.width, cfg.lr.height),
         )
 
@@ -266,8 +272,8 @@ class LRA2VTask(Task):
             mouth = replace(data, weight=(data.weight > 1 + MOUTH_LOSS_WEIGHT / 2).float())
             others = replace(mouth, audio=mouth.audio.roll(1, 0))
             for t in EVAL_TIMES:
-                times = torch.full((data.target.shape[0],), t)
-                noise = torch.randn(data.target.shape, generator=g)
+                times = torch.full((data.target.shape[0],), t, device=self.device)
+                noise = randn(data.target.shape, generator=g, device=self.device)
                 losses.append(float(lr_a2v_step(self.model, data, noise=noise, t=times).loss))
                 if data.target.shape[0] > 1:  # both with the same condition dropout draws
                     seed = int(torch.randint(2**31, (), generator=g))
@@ -285,6 +291,9 @@ class LRA2VTask(Task):
 
 class RefinerTask(Task):
     parts: Parts
+
+    def frozen(self) -> list[nn.Module]:
+        return [self.parts.vae, self.parts.pose]
 
     @staticmethod
     def window_frames(config: Config) -> int:
@@ -310,7 +319,8 @@ class RefinerTask(Task):
         if predicted_pose:
             points, _ = self.parts.pose(lr_frames.clamp(0, 1))
             Hp, Wp = cfg.pose_size
-            pose = torch.stack([pose_tensor(p, Wp, Hp) for p in points.view(B, T, *points.shape[1:])])
+            points = points.view(B, T, *points.shape[1:]).cpu()  # the raster is drawn on the CPU
+            pose = torch.stack([pose_tensor(p, Wp, Hp) for p in points]).to(hr_latents.device)
         motion = cfg.segment.refiner_motion_latents
         return RefinerBatch(
             prefix=hr_latents[:, :, :1],
@@ -318,7 +328,7 @@ class RefinerTask(Task):
             target=hr_latents[:, :, 1 + motion :],
             lr=lr_latents[:, :, 1 + motion :],
             pose=pose[:, :, motion * cfg.time.vae_temporal_stride :],
-            text=tokenize([None] * B, cfg.text),
+            text=tokenize([None] * B, cfg.text, hr_latents.device),
         )
 
     def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
@@ -333,7 +343,7 @@ class RefinerTask(Task):
         for b in batches:
             for predicted in (False, True):
                 data = self.make_batch(b, predicted_pose=predicted)
-                t = sample_training_time(data.target.shape[0], generator=g)
+                t = sample_training_time(data.target.shape[0], generator=g, device=data.target.device)
                 losses[predicted].append(float(refiner_step(self.model, data, generator=g, t=t).loss))
         self.model.train()
         mean = {k: sum(v) / len(v) for k, v in losses.items()}
@@ -361,9 +371,13 @@ class DistillTask(RefinerTask):
     teacher_steps: int = 4
     pixel_weight: float = 1.0
 
+    def frozen(self) -> list[nn.Module]:
+        return [*super().frozen(), self.teacher]
+
     def _conditions(self, data: RefinerBatch, g: torch.Generator | None) -> RefinerConditions:
         cfg = self.parts.config
-        sigma, noise_level = sample_degradation(data.target.shape[0], cfg.degradation, g)
+        B = data.target.shape[0]
+        sigma, noise_level = sample_degradation(B, cfg.degradation, g, str(data.target.device))
         degraded = degrade_latent(data.lr, sigma, noise_level, g)
         return RefinerConditions(
             prefix=data.prefix, motion=data.motion, lr=degraded, pose=data.pose, text=data.text
@@ -377,13 +391,13 @@ class DistillTask(RefinerTask):
         self, data: RefinerBatch, g: torch.Generator | None
     ) -> tuple[Tensor, Tensor, RefinerConditions]:
         cond = self._conditions(data, g)
-        noise = torch.randn(data.target.shape, generator=g)
+        noise = randn(data.target.shape, generator=g, device=data.target.device)
         shift = self.parts.config.flow.refiner_time_shift
         with torch.no_grad():
             teacher = euler_sample(
                 self.teacher.velocity(cond), noise, sampling_times(self.teacher_steps, shift)
             )
-        t0 = torch.zeros(noise.shape[0])
+        t0 = torch.zeros(noise.shape[0], device=noise.device)
         student = noise + self.model(noise, t0, cond)  # one Euler step from t = 0 to 1
         return student, teacher, cond
 
@@ -407,7 +421,7 @@ class DistillTask(RefinerTask):
         for b in batches:
             data = self.make_batch(b, predicted_pose=True)
             cond = self._conditions(data, g)
-            noise = torch.randn(data.target.shape, generator=g)
+            noise = randn(data.target.shape, generator=g, device=data.target.device)
             start = time.perf_counter()
             teacher = euler_sample(
                 self.teacher.velocity(cond), noise, sampling_times(self.teacher_steps, shift)
@@ -461,14 +475,17 @@ class HandReflTask(LRA2VTask):
     weight: float = 0.1  # of L_hand against the flow loss
     steps: int = 2
 
+    def frozen(self) -> list[nn.Module]:
+        return [*super().frozen(), self.evaluator]
+
     def _sample(self, data: LRA2VBatch, grad: bool, g: torch.Generator | None = None) -> Tensor:
         cond = LRConditions(prefix=data.prefix, motion=data.motion, audio=data.audio, text=data.text)
         times = sampling_times(self.steps, self.parts.config.flow.lr_time_shift).tolist()
-        z = torch.randn(data.target.shape, generator=g)
+        z = randn(data.target.shape, generator=g, device=data.target.device)
         for i, (t0, t1) in enumerate(itertools.pairwise(times)):
             last = i == len(times) - 2
             with torch.set_grad_enabled(grad and last):
-                t = torch.full((z.shape[0],), t0)
+                t = torch.full((z.shape[0],), t0, device=z.device)
                 z = z + (t1 - t0) * self.model(z, t, cond)
         return z
 

@@ -21,6 +21,7 @@ from engine.models.degradation import degrade_latent, sample_degradation
 from engine.models.lr_a2v import LRA2V, LRConditions
 from engine.models.refiner import PGRefiner, RefinerConditions
 from engine.models.text import TextTokens
+from engine.randomness import randn
 from engine.training.conditioning import lr_a2v_rates, refiner_rates, sample_keep
 
 
@@ -72,7 +73,7 @@ def _flow_step(
     layout = cond.layout(target.shape[2])
     z1 = torch.cat([cond.prefix, cond.motion, target], dim=2)  # [B, C, P+M+N, H, W]
     if noise is None:
-        noise = torch.randn(target.shape, generator=generator, device=target.device, dtype=target.dtype)
+        noise = randn(target.shape, generator=generator, device=target.device, dtype=target.dtype)
     # Noise for the context frames is drawn too but never used: their flow time is 1.
     eps = torch.cat([torch.zeros_like(z1[:, :, : layout.context]), noise], dim=2)
     if t is None:

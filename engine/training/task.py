@@ -6,6 +6,7 @@ import abc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from engine.data.dataset import WindowSpec
@@ -26,6 +27,20 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, batches: list[dict]) -> dict[str, float]:
         """Metrics on held-out batches."""
+
+    def frozen(self) -> list[nn.Module]:
+        """The modules the task reads but does not train (they follow the model's device)."""
+        return []
+
+    def to(self, device: torch.device) -> Task:
+        """The trained model, its heads and the frozen modules the task reads, on `device`."""
+        for module in (self.model, *self.extra.values(), *self.frozen()):
+            module.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     def stream(self, seeds: Sequence[int], batch: int, workers: int) -> Iterable[dict] | None:
         """Batches from the characters `seeds`, for tasks whose data are not video windows

@@ -26,6 +26,7 @@ from engine.exceptions import ConfigError
 from engine.models.hand_reward import HandEvaluator
 from engine.models.pose import PoseHead, pose_loss
 from engine.models.vae import VideoAutoencoder
+from engine.randomness import rand
 from engine.training.task import Task
 
 HELD_OUT_SEED = 1_000_000  # evaluation characters start here; training seeds stay below
@@ -101,8 +102,8 @@ def _mouth_weight(
     centre = pixels[:, :, kp.LIPS].mean(2)  # [B, T, 2]
     eyes = pixels[:, :, kp.index("face", "eye_l")] - pixels[:, :, kp.index("face", "eye_r")]
     half = eyes.norm(dim=-1).clamp_min(1.0)[..., None, None] / 2  # [B, T, 1, 1]
-    ys = torch.arange(size[0], dtype=torch.float32) + corner[0] + 0.5
-    xs = torch.arange(size[1], dtype=torch.float32) + corner[1] + 0.5
+    ys = torch.arange(size[0], dtype=torch.float32, device=points.device) + corner[0] + 0.5
+    xs = torch.arange(size[1], dtype=torch.float32, device=points.device) + corner[1] + 0.5
     inside = ((ys[:, None] - centre[..., 1, None, None]).abs() < half) & (
         (xs[None, :] - centre[..., 0, None, None]).abs() < half
     )
@@ -186,10 +187,10 @@ MOUTH_JITTER_SCALE = 0.2  # its eye distance up to 20 % off
 def jitter_mouth(points: Tensor, height: int, generator: torch.Generator | None = None) -> Tensor:
     """Keypoints [N, K, 2] (canvas units) shifted and scaled about the lips by a random error
     of the size the pose head makes, so the reader learns to read crops placed like its own."""
-    n = points.shape[0]
+    n, device = points.shape[0], points.device
     centre = points[:, kp.LIPS].mean(1, keepdim=True)
-    shift = (torch.rand(n, 1, 2, generator=generator) * 2 - 1) * MOUTH_JITTER_PX / height
-    scale = 1 + (torch.rand(n, 1, 1, generator=generator) * 2 - 1) * MOUTH_JITTER_SCALE
+    shift = (rand(n, 1, 2, generator=generator, device=device) * 2 - 1) * MOUTH_JITTER_PX / height
+    scale = 1 + (rand(n, 1, 1, generator=generator, device=device) * 2 - 1) * MOUTH_JITTER_SCALE
     return (points - centre) * scale + centre + shift
 
 
@@ -214,6 +215,9 @@ class MouthTask(Task):
     """
 
     vae: VideoAutoencoder | None = None
+
+    def frozen(self) -> list[nn.Module]:
+        return [] if self.vae is None else [self.vae]
 
     @torch.no_grad()
     def reconstruct(self, batch: dict) -> Tensor:
@@ -362,9 +366,16 @@ def _trained_pose(bundle: Path | None) -> nn.Module:
 
 
 def batches(
-    task: Task, batch: int, *, seed: int, seconds: float, workers: int, data: Path | None = None
+    task: Task,
+    batch: int,
+    *,
+    seed: int,
+    seconds: float,
+    workers: int,
+    data: Path | None = None,
+    pin_memory: bool = False,
 ) -> Iterator[dict]:
-    """An endless stream of training batches."""
+    """An endless stream of training batches (pin_memory: in page-locked memory, for a GPU)."""
     own = task.stream(range(seed, HELD_OUT_SEED), batch, workers)
     if own is not None:
         while True:
@@ -375,14 +386,21 @@ def batches(
         order = ClipGroupedSampler(dataset, mix, torch.Generator().manual_seed(seed))
         while True:
             yield from DataLoader(
-                dataset, batch_size=batch, sampler=order, num_workers=workers, drop_last=True
+                dataset,
+                batch_size=batch,
+                sampler=order,
+                num_workers=workers,
+                drop_last=True,
+                pin_memory=pin_memory,
             )
     # Seeds of on-the-fly clips never reach the held-out range.
     for epoch in itertools.count():
         start = seed + epoch * 10_000
         seeds = range(start, min(start + 10_000, HELD_OUT_SEED))
         windows = Shuffled(ProceduralWindows(seeds, seconds, task.spec), size=4 * batch, seed=start)
-        yield from DataLoader(windows, batch_size=batch, num_workers=workers, drop_last=True)
+        yield from DataLoader(
+            windows, batch_size=batch, num_workers=workers, drop_last=True, pin_memory=pin_memory
+        )
 
 
 def held_out(task: Task, clips: int, seconds: float, batch: int) -> list[dict]:

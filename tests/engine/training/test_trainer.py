@@ -169,3 +169,16 @@ def test_mouth_reader_also_reads_the_bundles_reconstructions(tmp_path: Path) -> 
     metrics = task.evaluate(held_out(task, clips=2, seconds=2.0, batch=2))
     assert {"held_out_mouth_corr_reconstructed", "held_out_mouth_l1_reconstructed"} <= set(metrics)
     assert metrics["held_out_mouth_l1"] != metrics["held_out_mouth_l1_reconstructed"]
+
+
+def test_a_part_the_bundle_holds_without_training_state_is_fine_tuned(tmp_path: Path) -> None:
+    """An exported bundle has weights but no optimizer or step: training starts from its weights."""
+    trained = _train("pose", tmp_path, steps=2).model.state_dict()
+    (tmp_path / "train_pose.json").unlink()
+    (tmp_path / "optimizer_pose.safetensors").unlink()
+    task = build_task("pose", TINY, 64, 32)
+    trainer = Trainer("pose", "pose", task.model, TINY, tmp_path, TrainSettings(steps=3))
+    assert trainer.resume() is False and trainer.fine_tuning and trainer.step == 0
+    assert all(torch.equal(v, task.model.state_dict()[k]) for k, v in trained.items())
+    fresh = Trainer("pose", "pose", build_task("pose", TINY).model, TINY, tmp_path / "new", TrainSettings(1))
+    assert fresh.resume() is False and not fresh.fine_tuning
