@@ -77,5 +77,6 @@ demo: $(STAMP) system-deps
 # The demo's measurements and pictures (docs/demo.md quotes them).
 demo-docs: $(STAMP)
 	$(VENV)/bin/ihuman eval lipsync --bundle engine/assets/demo --characters 6 --seconds 8 --out docs/bench/demo_lipsync.json
+	$(VENV)/bin/ihuman eval lipsync --bundle engine/assets/demo --characters 12 --seconds 8 --out docs/bench/demo_lipsync_12.json
 	$(VENV)/bin/ihuman eval identity --bundle engine/assets/demo --seconds 120 --out docs/bench/demo_identity.json --plot docs/demo_identity.png
 	$(PY) -m engine.showcase --bundle engine/assets/demo --out docs

@@ -131,7 +131,7 @@ def test_hand_feedback_learning_moves_the_generator_toward_the_reward(full_bundl
     task.parts.pose.visible.bias.data.fill_(10.0)  # an untrained head: call every hand visible
     window = next(batches(task, 2, seed=0, seconds=_seconds(task), workers=0))
     data = task.make_batch(window, start_of_stream=False)
-    reward = task._reward(data, task._sample(data, grad=True), frame=0)
+    reward = task._reward(data, task.sample(data, grad=True, steps=task.steps), frame=0)
     assert reward.numel() > 0 and reward.requires_grad  # hands were found and scored
     (1 - reward).mean().backward()  # L_hand alone reaches the generator through the decoder
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.model.parameters())
@@ -160,16 +160,24 @@ def test_lip_loss_compares_the_mouth_read_on_the_estimate_with_the_real_latents(
     assert points.shape[1] == 4 * MICRO.segment.new_latents
     exact = lr_a2v_step(task.model, data, t=torch.ones(2))  # t = 1: the input is the clean target
     exact = replace(exact, velocity=torch.zeros_like(exact.velocity))
-    assert torch.equal(task.lip_loss(data, exact, points), torch.zeros(2))
+    assert torch.equal(task.lip_loss(data, task.one_step_estimate(data, exact), points), torch.zeros(2))
     randomize_(task.model, std=0.2)
     result = lr_a2v_step(task.model, data, t=torch.full((2,), 0.5))
-    lips = task.lip_loss(data, result, points)
+    lips = task.lip_loss(data, task.one_step_estimate(data, result), points)
     assert lips.shape == (2,) and (lips > 0).all()
     lips.sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.model.parameters())
     assert all(p.grad is None for p in (*task.parts.vae.parameters(), *task.parts.pose.parameters()))
+    # The same loss on the sample the engine makes: gradients through its last Euler step only.
+    task.model.zero_grad()
+    sampled = task.lip_loss(data, task.sample(data, grad=True), points)
+    assert sampled.shape == (2,) and (sampled > 0).all()
+    sampled.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.model.parameters())
+    assert not task.sample(data, grad=False).requires_grad
     loss, stats = task.loss(window)
-    assert loss.requires_grad and {"flow", "lip_mse"} <= set(stats) and stats["lip_mse"] > 0
+    assert loss.requires_grad and {"flow", "lip_mse", "lip_sample_mse"} <= set(stats)
+    assert stats["lip_mse"] > 0 and stats["lip_sample_mse"] > 0
     # Samples whose audio was dropped cannot know the opening: they get no lip loss.
     task.model.config = MICRO.replace(dropout=DropoutConfig(audio=1.0))
     assert task.loss(window)[1]["lip_mse"] == 0.0
@@ -191,7 +199,7 @@ def test_lip_loss_window_reads_the_lips_as_the_whole_frame_does(tmp_path: Path) 
     zero = lr_a2v_step(task.model, data, t=torch.ones(1))  # a fresh model: velocity 0, estimate = input
     noisy = replace(zero, noised=zero.noised + 0.3 * torch.randn_like(zero.noised))
     with torch.no_grad():
-        windowed = task.lip_loss(data, noisy, points)
+        windowed = task.lip_loss(data, task.one_step_estimate(data, noisy), points)
         latents = torch.cat([data.prefix, data.motion], dim=2)
         T = points.shape[1]
         new = noisy.noised[:, :, -data.target.shape[2] :]
