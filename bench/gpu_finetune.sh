@@ -49,6 +49,8 @@ steps_per_second() {  # from a run's log: steps between its second and last rows
     "$PY" - "$1/train_lr-a2v.jsonl" <<'EOF'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
+if len(rows) < 3:
+    sys.exit(f"{sys.argv[1]}: {len(rows)} log rows, too few to time the probe")
 a, b = rows[1], rows[-1]
 print(f"{(b['step'] - a['step']) / (b['seconds'] - a['seconds']):.3f}")
 EOF
@@ -57,8 +59,8 @@ EOF
 stamp "speed probe"
 train /tmp/probe-bf16 60 bf16 --checkpoint-every 1000 | tail -2
 train /tmp/probe-fp32 40 fp32 --checkpoint-every 1000 | tail -2
-BF16=$(steps_per_second /tmp/probe-bf16)
-FP32=$(steps_per_second /tmp/probe-fp32)
+BF16=$(steps_per_second /tmp/probe-bf16) || exit 1
+FP32=$(steps_per_second /tmp/probe-fp32) || exit 1
 echo "{\"batch\": $BATCH, \"steps_per_s_bf16\": $BF16, \"steps_per_s_fp32\": $FP32}" | tee "$OUT/probe.json"
 STEPS=$("$PY" -c "print(max(200, int($BF16 * $TRAIN_SECONDS)))")
 

@@ -17,9 +17,16 @@ def _where(generator: torch.Generator | None, device: torch.device | str) -> tor
     return generator.device if generator is not None else torch.device(device)
 
 
-def rand(*shape: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
+def rand(
+    shape: tuple[int, ...] | torch.Size,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """Uniform [0, 1) numbers of `shape` on `device`, drawn with `generator` wherever it lives."""
-    return torch.rand(shape, generator=generator, device=_where(generator, device)).to(device)
+    draw = torch.rand(tuple(shape), generator=generator, device=_where(generator, device), dtype=dtype)
+    return draw.to(device)
 
 
 def randn(

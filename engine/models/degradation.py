@@ -55,7 +55,7 @@ def sample_degradation(
     batch: int, cfg: DegradationConfig, generator: torch.Generator | None = None, device: str = "cpu"
 ) -> tuple[Tensor, Tensor]:
     """Training: per-sample (sigma, a_deg) drawn uniformly from [0, max]."""
-    u = rand(2, batch, generator=generator, device=device)
+    u = rand((2, batch), generator=generator, device=device)
     return u[0] * cfg.blur_sigma_max, u[1] * cfg.noise_max
 
 

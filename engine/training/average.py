@@ -1,10 +1,13 @@
-"""An exponential moving average of a model's weights, the weights a flow model is sampled with.
+"""An exponential moving average of a model's weights, which a flow model is often sampled with.
 
-A generator's raw weights move with every batch; the samples of one checkpoint
-and the next can differ more than the model improved in between (the demo's
-lip sync measured 0.60 at one LR-A2V checkpoint and 0.46 a few hundred steps
-later). The average over the last ~1 / (1 - decay) steps is a smoother, usually
-better model at no training cost; it is what the bundle stores.
+A generator's raw weights move with every batch, and its samples with them:
+the demo's lip sync read 0.64, 0.63, 0.69, 0.72, 0.69 and 0.62 at successive
+checkpoints of one LR-A2V run. The average over the last ~1 / (1 - decay)
+steps smooths that at no training cost (standard for diffusion and flow
+models); `ihuman train --average DECAY` stores it in the bundle. Measured on
+the demo's LR-A2V: no gain at a low learning rate (1e-4 -> 6e-5: r = 0.58
+averaged and raw), a small one at 2e-4 with decay 0.99 (0.756 against 0.745
+raw, 12 held-out characters).
 """
 
 from __future__ import annotations
@@ -43,10 +46,6 @@ class WeightAverage:
             k: (self.shadow[k].to(v.dtype) if k in self.shadow else v).detach().contiguous()
             for k, v in module.state_dict().items()
         }
-
-    def load(self, tensors: dict[str, Tensor]) -> None:
-        for key, value in self.shadow.items():
-            value.copy_(tensors[key])
 
     @contextmanager
     def applied(self, module: nn.Module) -> Iterator[nn.Module]:

@@ -31,4 +31,4 @@ def sample_keep(
     device: torch.device | str = "cpu",
 ) -> dict[str, Tensor]:
     """Per-condition keep masks [B]: False with probability `rates[name]`."""
-    return {name: rand(batch, generator=generator, device=device) >= rate for name, rate in rates.items()}
+    return {name: rand((batch,), generator=generator, device=device) >= rate for name, rate in rates.items()}

@@ -61,7 +61,7 @@ MOUTH_LOSS_WEIGHT = 10.0
 # percent of the mouth cells' variance. The lip loss asks it directly (LRA2VTask.lip_loss). Weight
 # 12 over 1,000 steps gave r = 0.64, weight 4 from the same start 0.59 halfway and 0.16 at the end
 # (4 held-out characters x 8 s, audio guidance 2); weight 20 for 600 more steps 0.46. It costs
-# picture quality: held-out flow loss 0.50 without it, 0.82 with it, 0.87 with the sampled term.
+# picture quality: held-out flow loss 0.50 without it, 0.82 with it (0.81 with the sampled term).
 LIP_LOSS_WEIGHT = 12.0
 LIP_CROP_CELLS = 12  # side of the decoded latent window around the lips (the reader's crop + margin)
 PREDICTED_POSE_RATE = 0.5  # share of refiner batches guided by the pose head instead of the truth
@@ -208,10 +208,11 @@ class LRA2VTask(Task):
     def sample(
         self, data: LRA2VBatch, grad: bool, g: torch.Generator | None = None, steps: int | None = None
     ) -> Tensor:
-        """New latents as the engine samples them: `steps` (default: the config's lr_steps) Euler
-        steps of the conditional velocity from noise, with gradients through the last step only
-        (reward feedback learning's truncation: the earlier steps' graph would cost memory for
-        little signal)."""
+        """New latents sampled as the engine does, but for guidance: `steps` (default: the config's
+        lr_steps) Euler steps of the conditional velocity from noise (the engine adds audio guidance
+        on top, a second prediction per step that training does not pay for), with gradients through
+        the last step only (reward feedback learning's truncation: the earlier steps' graph would
+        cost memory for little signal)."""
         cond = LRConditions(prefix=data.prefix, motion=data.motion, audio=data.audio, text=data.text)
         cfg = self.parts.config
         times = sampling_times(steps or cfg.flow.lr_steps, cfg.flow.lr_time_shift).tolist()
@@ -236,16 +237,16 @@ class LRA2VTask(Task):
         [B, T, K, 2].
 
         `loss` applies it twice. To the one-step clean estimate at the training flow time
-        (one_step_estimate), which shapes every time the sampler passes through; and to the sample the
-        engine shows (`sample`, lr_steps Euler steps), which is what lip sync is measured on: the
-        estimate term alone taught LR-A2V to listen (r -0.10 -> 0.60) but left the sample's mouth
-        behind; 700 fine-tuning steps with both took r from 0.56 to 0.67 (12 held-out characters). The
-        target is the reader on the real latents' reconstruction, not the ground-truth opening: a
-        reader reads reconstructions with an offset (before it learnt them: MSE 0.14 against the
-        truth, r = 0.81, on one held-out batch of the demo autoencoder), which the model should not
-        learn to make up for. Only a window of LIP_CROP_CELLS latent cells around the lips is decoded
-        (a convolutional decoder; at 12 cells the reading equals the whole frame's), a fraction of the
-        cost of whole frames.
+        (one_step_estimate), which shapes every time the sampler passes through; and to a sample made
+        like the engine's (`sample`: lr_steps Euler steps, without guidance), close to what lip sync
+        is measured on: the estimate term alone taught LR-A2V to listen (r -0.10 -> 0.60) but left the
+        sample's mouth behind; 1,300 fine-tuning steps with both took r from 0.56 to 0.76 (12 held-out
+        characters). The target is the reader on the real latents' reconstruction, not the ground-
+        truth opening: a reader reads reconstructions with an offset (before it learnt them: MSE 0.14
+        against the truth, r = 0.81, on one held-out batch of the demo autoencoder), which the model
+        should not learn to make up for. Only a window of LIP_CROP_CELLS latent cells around the lips
+        is decoded (a convolutional decoder; at 12 cells the reading equals the whole frame's), a
+        fraction of the cost of whole frames.
 
         The estimate term has the same weight at every flow time; at small t the estimate is an
         average of the possible frames, and a weight growing with t may cost the picture less (not

@@ -189,8 +189,8 @@ def jitter_mouth(points: Tensor, height: int, generator: torch.Generator | None 
     of the size the pose head makes, so the reader learns to read crops placed like its own."""
     n, device = points.shape[0], points.device
     centre = points[:, kp.LIPS].mean(1, keepdim=True)
-    shift = (rand(n, 1, 2, generator=generator, device=device) * 2 - 1) * MOUTH_JITTER_PX / height
-    scale = 1 + (rand(n, 1, 1, generator=generator, device=device) * 2 - 1) * MOUTH_JITTER_SCALE
+    shift = (rand((n, 1, 2), generator=generator, device=device) * 2 - 1) * MOUTH_JITTER_PX / height
+    scale = 1 + (rand((n, 1, 1), generator=generator, device=device) * 2 - 1) * MOUTH_JITTER_SCALE
     return (points - centre) * scale + centre + shift
 
 

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from engine.checkpoint import BundleError, load_state, save_bundle
 from engine.config import Config
+from engine.exceptions import ConfigError
 from engine.training.average import WeightAverage
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,10 @@ class Trainer:
         self._state_file = self.out / f"train_{task}.json"
         self._optimizer_file = self.out / f"optimizer_{task}.safetensors"
         self._raw_file = self.out / f"raw_{task}.safetensors"  # the optimizer's weights, when averaging
+        if settings.average and self.extra_parts:  # an averaged part beside a raw head would skew both
+            raise ConfigError(
+                f"--average is for tasks without a task head ({task} trains {list(self.extra_parts)})"
+            )
         self.average = WeightAverage(model, settings.average) if settings.average else None
 
     def resume(self) -> bool:
@@ -133,10 +138,14 @@ class Trainer:
                 log.info("%s: fine-tuning the bundle's %s from %s", self.task, self.part, weights)
             return False
         state = json.loads(self._state_file.read_text())
-        load_state(self.model, self.out / f"{self.part}.safetensors", self.part)
+        part_file = self.out / f"{self.part}.safetensors"
+        load_state(self.model, part_file, self.part)
         if self.average is not None:  # the part holds the average (or, from a run without one, a start)
             self.average = WeightAverage(self.model, self.average.decay)
-        if self._raw_file.is_file():  # an averaging run stored the optimizer's weights apart
+        # An averaging run stored the optimizer's weights apart; they are current only while no
+        # other run (another task on the same part) has rewritten the part since. A copied folder
+        # gets new times: training then continues from the average, which is safe.
+        if state.get("raw_for") == part_file.stat().st_mtime_ns and self._raw_file.is_file():
             load_state(self.model, self._raw_file, self.part)
         for name, module in self.extra_parts.items():
             load_state(module, self.out / f"{self.task}_{name}.safetensors", name)
@@ -157,9 +166,13 @@ class Trainer:
         with self.averaged() as stored:
             meta = {self.task: {"step": self.step, "average": self.settings.average}}
             save_bundle(self.out, self.config, {self.part: stored}, meta=meta, merge=True)
+        state: dict[str, object] = {"task": self.task, "step": self.step}
         if self.average is not None:
             raw = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
             save_file(raw, str(self._raw_file))
+            state["raw_for"] = (self.out / f"{self.part}.safetensors").stat().st_mtime_ns
+        else:
+            self._raw_file.unlink(missing_ok=True)
         for name, module in self.extra_parts.items():
             tensors = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
             save_file(tensors, str(self.out / f"{self.task}_{name}.safetensors"))
@@ -167,7 +180,7 @@ class Trainer:
             {k: v.contiguous() for k, v in _optimizer_tensors(self.optimizer).items()},
             str(self._optimizer_file),
         )
-        self._state_file.write_text(json.dumps({"task": self.task, "step": self.step}))
+        self._state_file.write_text(json.dumps(state))
 
     def _log(self, row: dict[str, float]) -> None:
         with (self.out / f"train_{self.task}.jsonl").open("a") as f:

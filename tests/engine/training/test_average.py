@@ -9,8 +9,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from engine.checkpoint import load_bundle
+from engine.checkpoint import load_bundle, save_bundle
 from engine.config import get_preset
+from engine.exceptions import ConfigError
 from engine.training.average import WARMUP_STEPS, WeightAverage
 from engine.training.task import Task
 from engine.training.tasks import batches, build_task
@@ -75,3 +76,34 @@ def test_cli_averages_and_refuses_a_decay_outside_0_1(
     with pytest.raises(SystemExit):
         main([*args, "--average", "1.5"])
     assert "between 0 and 1" in capsys.readouterr().err
+
+
+def test_raw_weights_are_used_only_while_they_belong_to_the_stored_part(tmp_path: Path) -> None:
+    """A run without averaging removes them; a part rewritten since (by another run) wins over them."""
+    first, task = _trainer(tmp_path, 2, average=0.5)
+    first.run(batches(task, 2, seed=0, seconds=0.4, workers=0), task.loss)
+    plain, task = _trainer(tmp_path, 3, average=None)
+    assert plain.resume()
+    plain.run(batches(task, 2, seed=0, seconds=0.4, workers=0), task.loss)
+    assert not (tmp_path / "raw_pose.safetensors").exists()  # stale once the part moved on
+    stored = load_bundle(tmp_path).parts["pose"].state_dict()
+    again, _ = _trainer(tmp_path, 4, average=0.5)
+    assert again.resume() and all(torch.equal(stored[k], v) for k, v in again.model.state_dict().items())
+
+    third, task = _trainer(tmp_path, 5, average=0.5)
+    assert third.resume()
+    third.run(batches(task, 2, seed=0, seconds=0.4, workers=0), task.loss)
+    other = load_bundle(tmp_path).parts["pose"]
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(1.0)  # another task rewrites the shared part
+    save_bundle(tmp_path, TINY, {"pose": other}, merge=True)
+    fourth, _ = _trainer(tmp_path, 6, average=0.5)
+    assert fourth.resume()
+    assert all(torch.equal(v, fourth.model.state_dict()[k]) for k, v in other.state_dict().items())
+
+
+def test_tasks_with_a_head_refuse_the_average(tmp_path: Path) -> None:
+    task = build_task("audio", TINY)
+    with pytest.raises(ConfigError, match="task head"):
+        Trainer(task.name, task.part, task.model, TINY, tmp_path, TrainSettings(1, average=0.9), task.extra)
