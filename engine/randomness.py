@@ -9,12 +9,21 @@ where the generator lives, then moved to the tensors' device.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 
-def _where(generator: torch.Generator | None, device: torch.device | str) -> torch.device:
-    return generator.device if generator is not None else torch.device(device)
+def _draw(
+    fn: Callable[..., Tensor],
+    shape: tuple[int, ...] | torch.Size,
+    generator: torch.Generator | None,
+    device: torch.device | str,
+    dtype: torch.dtype,
+) -> Tensor:
+    where = generator.device if generator is not None else torch.device(device)
+    return fn(tuple(shape), generator=generator, device=where, dtype=dtype).to(device)
 
 
 def rand(
@@ -25,8 +34,7 @@ def rand(
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """Uniform [0, 1) numbers of `shape` on `device`, drawn with `generator` wherever it lives."""
-    draw = torch.rand(tuple(shape), generator=generator, device=_where(generator, device), dtype=dtype)
-    return draw.to(device)
+    return _draw(torch.rand, shape, generator, device, dtype)
 
 
 def randn(
@@ -37,5 +45,4 @@ def randn(
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """Standard normal numbers of `shape` on `device`, drawn with `generator` wherever it lives."""
-    draw = torch.randn(tuple(shape), generator=generator, device=_where(generator, device), dtype=dtype)
-    return draw.to(device)
+    return _draw(torch.randn, shape, generator, device, dtype)
