@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import io
 import itertools
 import json
@@ -25,15 +26,16 @@ from PIL import Image
 from playwright.async_api import Page, async_playwright
 
 from engine.config import get_preset
-from engine.data import keypoints as kp
-from engine.media.image import fit_image
+from engine.media.image import cover, fit_image
 from engine.parts import DEFAULT_BUNDLE, Parts
 from engine.streaming.session import SessionOptions
+from ihuman.cli import DEFAULT_AVATAR_SEED
 from tests.factories import micro_config
 from tests.transport.helpers import running_server
 from transport.live import AvatarSession
 
 CHROMIUM = "/usr/lib/chromium/chromium"  # the /usr/bin/chromium wrapper script is not an executable
+STATE_MARGIN_S = 0.4  # samples this close to a speech/silence change count for neither
 
 
 def chromium_args(wav: Path) -> list[str]:
@@ -78,6 +80,21 @@ async def region(page: Page, selector: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.float32)
 
 
+async def video_frame(page: Page, selector: str, width: int, height: int) -> np.ndarray:
+    """The frame the video element shows, drawn at width x height in the page: uint8 [H, W, 3].
+
+    Much faster than a screenshot (tens of ms, not hundreds), so a test can sample the picture
+    several times a second."""
+    url = await page.evaluate(
+        """([sel, w, h]) => { const c = document.createElement('canvas'); c.width = w; c.height = h;
+            const g = c.getContext('2d'); g.imageSmoothingQuality = 'high';
+            g.drawImage(document.querySelector(sel), 0, 0, w, h); return c.toDataURL('image/png'); }""",
+        [selector, width, height],
+    )
+    png = base64.b64decode(url.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
 def picture_stats(a: np.ndarray, b: np.ndarray) -> dict:
     return {
         "non_black": float((a.max(axis=2) > 24).mean()),
@@ -85,68 +102,81 @@ def picture_stats(a: np.ndarray, b: np.ndarray) -> dict:
     }
 
 
-def mouth_box(live: AvatarSession, element: tuple[float, float]) -> tuple[int, int, int, int]:
-    """The mouth of the session's picture, found by its pose head, in the video element's pixels."""
+def picture_points(live: AvatarSession) -> torch.Tensor:
+    """The pose head's keypoints [1, K, 2] of the session's picture, at the LR size as the engine sees it."""
     parts, frame = live.session.parts, live.session._reference_frame  # HR uint8 [H, W, 3]
     lr = parts.config.lr
-    small = fit_image(torch.from_numpy(frame).permute(2, 0, 1), lr.width, lr.height)[None]  # as the engine
+    small = fit_image(torch.from_numpy(frame).permute(2, 0, 1), lr.width, lr.height)[None]
     with torch.no_grad():
-        points, _ = parts.pose(small)
-    H, W = frame.shape[:2]
-    pixels = kp.to_pixels(points[0], W, H)
-    lips = pixels[kp.LIPS]
-    eyes = pixels[[kp.index("face", "eye_l"), kp.index("face", "eye_r")]]
-    half = float((eyes[0] - eyes[1]).norm()) * 0.6
-    centre = lips.mean(0)
-    sx, sy = element[0] / W, element[1] / H
-    return (
-        int((centre[0] - half) * sx), int((centre[1] - half * 0.7) * sy),
-        int((centre[0] + half) * sx), int((centre[1] + half * 0.7) * sy),
-    )  # fmt: skip
+        return parts.pose(small)[0]
+
+
+def mouth_openings(live: AvatarSession, frames: list[np.ndarray]) -> np.ndarray:
+    """The mouth opening (0 closed, 1 wide) the pose head's mouth reader sees on each shown HR-size
+    frame, read as `ihuman eval lipsync` reads generated frames: at the LR size, around the lips of
+    the picture (the avatar stands roughly where its picture does)."""
+    parts = live.session.parts
+    lr = parts.config.lr
+    small = cover(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2) / 255.0, lr.width, lr.height)
+    points = picture_points(live).expand(len(frames), -1, -1)
+    with torch.no_grad():
+        return parts.pose.mouth_opening(small, points).clamp(0, 1).numpy()
 
 
 async def mouth_motion(page: Page, live: AvatarSession, seconds: float) -> dict:
-    """Frame-to-frame change of the mouth region while the fake microphone speaks and while it is
-    silent (the server's VAD, D earlier, says which: that audio is what the shown frame heard)."""
-    box = await page.locator("#video").bounding_box()
-    assert box is not None
-    x0, y0, x1, y1 = mouth_box(live, (box["width"], box["height"]))
+    """The mouth opening shown while the fake microphone speaks and while it is silent (the server's
+    VAD, the session's delay earlier, says which: that audio is what the shown frame heard)."""
     session = live.session
+    H, W = session._reference_frame.shape[:2]
     heard: list[tuple[float, bool]] = []
-    samples: list[tuple[float, np.ndarray]] = []
+    shots: list[tuple[float, np.ndarray]] = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         heard.append((time.monotonic(), session.snapshot().speech))
-        crop = (await region(page, "#video"))[y0:y1, x0:x1]
-        samples.append((time.monotonic(), crop))
-        await asyncio.sleep(0.05)
+        # Drawn at the HR size: undoes the track's stretch of the HR frame to 1280x720.
+        shots.append((time.monotonic(), await video_frame(page, "#video", W, H)))
+        await asyncio.sleep(0.02)
 
     def speech_at(t: float) -> bool | None:
-        earlier = [s for when, s in heard if when <= t - session.delay]
-        return earlier[-1] if earlier else None
+        """What the VAD said of the audio the frame shown at t heard; None near a change (the VAD's
+        hangover, the browser's playout buffer and the sampling make the edge uncertain)."""
+        heard_at = t - session.delay
+        around = [s for when, s in heard if abs(when - heard_at) <= STATE_MARGIN_S]
+        return around[0] if around and len(set(around)) == 1 else None
 
-    moving: dict[bool, list[float]] = {True: [], False: []}
-    for (t0, a), (t1, b) in itertools.pairwise(samples):
-        state0, state1 = speech_at(t0), speech_at(t1)
-        if state0 is not None and state0 == state1:
-            moving[state0].append(float(np.abs(a - b).mean()))
-    return {
-        "box": [x0, y0, x1, y1],
-        "speech_change": float(np.mean(moving[True])) if moving[True] else None,
-        "silence_change": float(np.mean(moving[False])) if moving[False] else None,
-        "pairs": {"speech": len(moving[True]), "silence": len(moving[False])},
-    }
+    openings = mouth_openings(live, [shot for _, shot in shots])
+    states = [speech_at(t) for t, _ in shots]
+
+    def summary(state: bool) -> dict | None:
+        values = [float(o) for o, s in zip(openings, states, strict=True) if s is state]
+        steps = [
+            abs(float(b - a))
+            for (a, sa), (b, sb) in itertools.pairwise(zip(openings, states, strict=True))
+            if sa is state and sb is state
+        ]
+        if not values:
+            return None
+        return {
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values)),
+            "change": float(np.mean(steps)) if steps else None,  # between consecutive samples
+            "samples": len(values),
+        }
+
+    return {"speech": summary(True), "silence": summary(False), "samples": len(shots)}
 
 
 async def run(wav: Path, screenshot: Path | None, preset: str, bundle: Path | None = None) -> dict:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    if preset == "demo":
-        parts = Parts.from_bundle(bundle or DEFAULT_BUNDLE)
+    if preset == "demo":  # the model and default picture `make run` serves (a held-out character)
+        parts, picture_seed = Parts.from_bundle(bundle or DEFAULT_BUNDLE), DEFAULT_AVATAR_SEED
     else:
-        parts = Parts.random(micro_config() if preset == "micro" else get_preset(preset), seed=6)
+        config = micro_config() if preset == "micro" else get_preset(preset)
+        parts, picture_seed = Parts.random(config, seed=6), 5
     result: dict = {}
     options = SessionOptions(target_delay_ms=700)
-    async with running_server(parts, session_options=options) as (server, url), async_playwright() as pw:
+    server_context = running_server(parts, picture_seed, session_options=options)
+    async with server_context as (server, url), async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=chromium_args(wav))
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 800})
@@ -192,7 +222,7 @@ def main() -> None:
     parser.add_argument("--wav", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--screenshot", type=Path)
-    parser.add_argument("--preset", default="micro", help="micro, tiny, ... (random weights) or demo")
+    parser.add_argument("--preset", default="demo", help="demo (the bundle) or micro, tiny, ...")
     parser.add_argument("--bundle", type=Path, help="with --preset demo: this bundle, not the embedded one")
     args = parser.parse_args()
     try:

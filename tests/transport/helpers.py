@@ -35,13 +35,16 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_server(parts: Parts, **settings: object) -> AsyncIterator[tuple[Server, str]]:
-    """A server on 127.0.0.1 offering only loopback ICE candidates; yields (server, base URL)."""
+async def running_server(
+    parts: Parts, picture_seed: int = 5, **settings: object
+) -> AsyncIterator[tuple[Server, str]]:
+    """A server on 127.0.0.1 offering only loopback ICE candidates; yields (server, base URL).
+    A talker that uploads no picture gets the procedural character `picture_seed`."""
     port = free_port()
     options = settings.pop("session_options", SessionOptions(target_delay_ms=900))
     config = ServerSettings(port=port, ice_addresses=LOOPBACK, session_options=options, **settings)  # type: ignore[arg-type]
     hr = parts.config.hr
-    picture = make_clip(5, 0.04, hr.width, hr.height).frames[0]
+    picture = make_clip(picture_seed, 0.04, hr.width, hr.height).frames[0]
     server = Server(Engine(parts), config, lambda: picture)
     runner = web.AppRunner(server.app())
     await runner.setup()

@@ -1,6 +1,7 @@
 """A real browser call: Debian's Chromium driven by Playwright, a fake microphone playing speech.
 
-The browser and the server run in a loopback-only network namespace (`unshare --net`), so no
+The server runs the embedded demo bundle with the picture `make run` gives a talker (a held-out
+character). The browser and the server run in a loopback-only network namespace (`unshare --net`), so no
 packet can leave the machine (shared/notes/webrtc-and-media.md). `make test` installs Chromium.
 """
 
@@ -24,8 +25,11 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run `make test` (it installs Debian's chromium)"
     folder = tmp_path_factory.mktemp("browser")
     wav = folder / "speech.wav"
-    text = "Hello, this is the fake microphone talking to the avatar. One, two, three, four, five."
-    subprocess.run(["espeak-ng", "-w", str(wav), text], check=True)
+    # Two phrases, each followed by 3 s of silence (SSML breaks); Chromium loops the file.
+    pause = '<break time="3000ms"/>'
+    phrases = ("Hello, this is the fake microphone talking to the avatar.", "One, two, three, four, five.")
+    text = f"<speak>{phrases[0]} {pause} {phrases[1]} {pause}</speak>"
+    subprocess.run(["espeak-ng", "-m", "-w", str(wav), text], check=True)
     out = folder / "result.json"
     # Root may make a network namespace; anyone else maps themselves to root in a user namespace.
     unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--net", "--map-root-user"]
@@ -61,3 +65,14 @@ def test_viewer_link_plays_the_same_session_without_controls(result: dict) -> No
     assert result["viewer_picture"]["non_black"] > 0.9 and result["viewer_picture"]["changed"] > 0.5
     assert not result["viewer_controls_visible"]
     assert result["peers"] == ["talker", "viewer"]
+
+
+def test_mouth_moves_during_speech_and_rests_in_silence(result: dict) -> None:
+    """The pose head's mouth reader on the frames the browser shows (read at the LR size around
+    the picture's lips), split by what the server's VAD heard for each frame."""
+    speech, silence = result["mouth"]["speech"], result["mouth"]["silence"]
+    assert speech["samples"] >= 20 and silence["samples"] >= 20, result["mouth"]
+    # Measured: 0.37-0.39 against 0.10-0.16 in four runs.
+    assert speech["mean"] > silence["mean"] + 0.1, result["mouth"]  # open in speech, closed in silence
+    # Measured: 0.041-0.048 against 0.017-0.028 per sample (about 8 samples a second).
+    assert speech["change"] > 1.2 * silence["change"], result["mouth"]  # and it moves while it speaks
