@@ -10,10 +10,15 @@ frames: the best correlation and its lag are reported.
 Identity: over a long take, the mean colour of three regions of every frame —
 face, clothes, background, placed by the pose head's keypoints — is compared
 with its mean over the first 10 s.
+
+The lip-sync ceiling reads the same measure on the held-out characters rendered speaking the
+same speech, as rendered and after the autoencoder's round trip: it says whether the generator
+or the autoencoder limits lip sync.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,9 +27,13 @@ import torch
 from torch import Tensor
 
 from engine.audio.stream import AudioFeatureStream
+from engine.config import Config
 from engine.data import keypoints as kp
 from engine.data.clip import make_clip
-from engine.data.motion import motion_from_audio
+from engine.data.identity import sample_identity
+from engine.data.motion import Motion, motion_from_audio
+from engine.data.render import render
+from engine.data.skeleton import pose_from_motion
 from engine.data.speech import speech_take
 from engine.parts import Parts
 from engine.streaming.segments import plan_segments
@@ -61,31 +70,30 @@ class LipSync:
     frames: int
 
 
-@torch.no_grad()
-def lip_sync(parts: Parts, characters: int = 4, seconds: float = 8.0, max_lag: int = 4) -> LipSync:
-    """Mouth opening seen on generated frames vs the ground truth of held-out speech."""
-    cfg = parts.config
-    generated, truth = [], []
-    for i in range(characters):
-        seed = HELD_OUT + i
-        audio = speech_take(seed + 500, seconds, cfg.time.sample_rate)  # speech no character was trained on
-        frames = round(len(audio) / cfg.time.samples_per_frame)
-        motion = motion_from_audio(audio[: frames * cfg.time.samples_per_frame], seed, cfg.time, frames)
-        image = make_clip(seed, 1 / cfg.time.fps, cfg.hr.width, cfg.hr.height).frames[0]
-        opening = [
-            parts.pose.mouth_opening(d.frames[:keep], d.keypoints[:keep]).float().cpu()
-            for d, _, keep in generate(parts, image, audio)
-        ]
-        g = torch.cat(opening)[:frames].numpy()
-        generated.append((g - g.mean()) / (g.std() + 1e-9))
-        t = motion.mouth_open[: len(g)].numpy()
-        truth.append((t - t.mean()) / (t.std() + 1e-9))
+def _held_out_speech(cfg: Config, i: int, seconds: float) -> tuple[int, np.ndarray, Motion]:
+    """Held-out character i: its seed, speech no character was trained on, and the motion it drives."""
+    seed = HELD_OUT + i
+    audio = speech_take(seed + 500, seconds, cfg.time.sample_rate)
+    frames = round(len(audio) / cfg.time.samples_per_frame)
+    audio = audio[: frames * cfg.time.samples_per_frame]
+    return seed, audio, motion_from_audio(audio, seed, cfg.time, frames)
+
+
+def _standardized(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean()) / (x.std() + 1e-9)
+
+
+def correlate(read: list[np.ndarray], truth: list[np.ndarray], max_lag: int = 4) -> LipSync:
+    """Pooled correlation of per-take standardized readings and truths, at the best lag within
+    ±max_lag frames (a positive lag: the reading trails the truth)."""
+    read = [_standardized(r) for r in read]
+    truth = [_standardized(t[: len(r)]) for r, t in zip(read, truth, strict=True)]
     best = (-2.0, 0)
     zero = 0.0
     for lag in range(-max_lag, max_lag + 1):
         pairs = [
-            (g[lag:], t[: len(t) - lag]) if lag >= 0 else (g[:lag], t[-lag:])
-            for g, t in zip(generated, truth, strict=True)
+            (r[lag:], t[: len(t) - lag]) if lag >= 0 else (r[:lag], t[-lag:])
+            for r, t in zip(read, truth, strict=True)
         ]
         corr = float(
             np.corrcoef(np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]))[0, 1]
@@ -93,8 +101,70 @@ def lip_sync(parts: Parts, characters: int = 4, seconds: float = 8.0, max_lag: i
         zero = corr if lag == 0 else zero
         best = max(best, (corr, lag))
     return LipSync(
-        correlation=best[0], lag_frames=best[1], correlation_at_zero=zero, frames=sum(map(len, generated))
+        correlation=best[0], lag_frames=best[1], correlation_at_zero=zero, frames=sum(map(len, read))
     )
+
+
+@torch.no_grad()
+def lip_sync(parts: Parts, characters: int = 4, seconds: float = 8.0, max_lag: int = 4) -> LipSync:
+    """Mouth opening seen on generated frames vs the ground truth of held-out speech."""
+    cfg = parts.config
+    generated, truth = [], []
+    for i in range(characters):
+        seed, audio, motion = _held_out_speech(cfg, i, seconds)
+        image = make_clip(seed, 1 / cfg.time.fps, cfg.hr.width, cfg.hr.height).frames[0]
+        opening = [
+            parts.pose.mouth_opening(d.frames[:keep], d.keypoints[:keep]).float().cpu()
+            for d, _, keep in generate(parts, image, audio)
+        ]
+        generated.append(torch.cat(opening)[: motion.frames].numpy())
+        truth.append(motion.mouth_open.numpy())
+    return correlate(generated, truth, max_lag)
+
+
+CEILING_CHUNK_LATENTS = 8  # latent frames per autoencoder pass (bounds memory at large sizes)
+
+
+@torch.no_grad()
+def lip_sync_ceiling(
+    parts: Parts, characters: int = 4, seconds: float = 8.0, max_lag: int = 4
+) -> dict[str, LipSync]:
+    """lip_sync's measure on the video the generator aims at: each held-out character rendered at
+    the LR size speaking the same held-out speech, read as rendered ("rendered": how well the
+    reader reads a perfect picture) and after the autoencoder's round trip, encoded after the
+    reference picture as the generators' latents are ("reconstructed").
+
+    LR-A2V learns latents of the autoencoder, so its reading stays near the reconstruction's: when
+    the generated reading matches "reconstructed" and "rendered" is far above both, the
+    autoencoder, not the generator, is what limits lip sync.
+    """
+    cfg = parts.config
+    lr, stride = cfg.lr, cfg.time.vae_temporal_stride
+    vae, device = parts.vae, parts.device
+    readings: dict[str, list[np.ndarray]] = {"rendered": [], "reconstructed": []}
+    truth = []
+    for i in range(characters):
+        seed, _, motion = _held_out_speech(cfg, i, seconds)
+        frames = motion.frames - motion.frames % stride  # whole latents after the reference
+        identity = sample_identity(seed)
+        video = render(
+            identity, pose_from_motion(identity, motion.slice(0, frames)), lr.width, lr.height
+        ).image
+        video = (video * 255).round() / 255  # as a stored video would hold it
+        picture = make_clip(seed, 1 / cfg.time.fps, lr.width, lr.height).frames[:1].float() / 255
+        clip = torch.cat([picture, video]).to(device).transpose(0, 1)[None]  # [1, 3, 1 + T, H, W]
+        encoder_state, decoder_state, decoded = None, None, []
+        step = CEILING_CHUNK_LATENTS * stride
+        bounds = [0, *range(1 + step, clip.shape[2], step), clip.shape[2]]  # the first holds the reference
+        for start, stop in itertools.pairwise(bounds):
+            raw, encoder_state = vae.encoder.encode(clip[:, :, start:stop], encoder_state)
+            out, decoder_state = vae.decoder.decode(raw, decoder_state)
+            decoded.append(out)
+        reconstruction = torch.cat(decoded, dim=2)[0, :, 1:].transpose(0, 1).clamp(0, 1)
+        for name, seen in (("rendered", video.to(device)), ("reconstructed", reconstruction)):
+            readings[name].append(parts.pose.mouth_opening(seen).float().cpu().numpy())
+        truth.append(motion.mouth_open[:frames].numpy())
+    return {name: correlate(read, truth, max_lag) for name, read in readings.items()}
 
 
 REGIONS = ("face", "clothes", "background")

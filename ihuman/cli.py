@@ -21,7 +21,7 @@ from engine.checkpoint import load_bundle, read_config, save_bundle
 from engine.config import PRESETS, Config, get_preset
 from engine.data.clip import make_clip
 from engine.data.make import make_dataset
-from engine.evaluation import HELD_OUT, identity_drift, lip_sync, plot_identity
+from engine.evaluation import HELD_OUT, identity_drift, lip_sync, lip_sync_ceiling, plot_identity
 from engine.exceptions import EngineError
 from engine.media.image import read_image
 from engine.media.mp4 import AUDIO_CODECS
@@ -386,6 +386,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"lip sync on {args.characters} held-out characters: r = {sync.correlation:.3f} at a lag of "
             f"{sync.lag_frames} frames (r = {sync.correlation_at_zero:.3f} at 0), {sync.frames} frames"
         )
+        if args.ceiling:
+            ceiling = lip_sync_ceiling(parts, characters=args.characters, seconds=args.seconds)
+            result["ceiling"] = {name: dataclasses.asdict(c) for name, c in ceiling.items()}
+            print(
+                f"the same characters rendered speaking it: r = {ceiling['rendered'].correlation:.3f}; "
+                f"after the autoencoder: r = {ceiling['reconstructed'].correlation:.3f}"
+            )
     else:
         result = identity_drift(parts, seconds=args.seconds)
         worst = ", ".join(f"{k} {v:.3f}" for k, v in result["max_deviation"].items())
@@ -422,6 +429,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--seconds", type=float, default=8.0, help="speech per character / length of the take")
     ev.add_argument("--out", type=Path, help="write the result as JSON")
     ev.add_argument("--plot", type=Path, help="identity: a PNG of the colour deviation over time")
+    ev.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="lipsync: also read the characters rendered speaking, as rendered and through the autoencoder",
+    )
     ev.add_argument("--device", default="auto")
     ev.set_defaults(func=cmd_eval)
     ex = sub.add_parser("export", help="copy a trained bundle's inference parts (e.g. into engine/assets)")

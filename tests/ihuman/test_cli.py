@@ -93,11 +93,14 @@ def test_eval_and_export_on_a_bundle(tmp_path: Path, capsys: pytest.CaptureFixtu
                 "1",
                 "--out",
                 str(tmp_path / "l.json"),
+                "--ceiling",
             ]
         )
         == 0
     )
-    assert json.loads((tmp_path / "l.json").read_text())["frames"] == 25
+    sync = json.loads((tmp_path / "l.json").read_text())
+    assert sync["frames"] == 25 and set(sync["ceiling"]) == {"rendered", "reconstructed"}
+    assert "after the autoencoder" in capsys.readouterr().out
     plot = tmp_path / "identity.png"
     assert main(["eval", "identity", *bundle, "--seconds", "2", "--plot", str(plot)]) == 0
     assert plot.stat().st_size > 1000 and "largest colour deviation" in capsys.readouterr().out
