@@ -40,6 +40,7 @@ from engine.streaming.segments import plan_segments
 from engine.streaming.stages import DecodedLowRes, GenerationSettings, LowResStage, Reference, RefineStage
 
 HELD_OUT = 2_000_000  # characters and speech of the evaluation: seeds no training ever drew
+VALIDATION_FIRST = 1_000  # held-out characters from this index on tune settings; reports use 0..
 EYES = [kp.index("face", "eye_l"), kp.index("face", "eye_r")]
 
 
@@ -71,7 +72,8 @@ class LipSync:
 
 
 def _held_out_speech(cfg: Config, i: int, seconds: float) -> tuple[int, np.ndarray, Motion]:
-    """Held-out character i: its seed, speech no character was trained on, and the motion it drives."""
+    """Held-out character i: its seed, speech no character was trained on, and the motion it drives.
+    (Characters from VALIDATION_FIRST on are for tuning settings; the reported ones start at 0.)"""
     seed = HELD_OUT + i
     audio = speech_take(seed + 500, seconds, cfg.time.sample_rate)
     frames = round(len(audio) / cfg.time.samples_per_frame)
@@ -106,11 +108,14 @@ def correlate(read: list[np.ndarray], truth: list[np.ndarray], max_lag: int = 4)
 
 
 @torch.no_grad()
-def lip_sync(parts: Parts, characters: int = 4, seconds: float = 8.0, max_lag: int = 4) -> LipSync:
-    """Mouth opening seen on generated frames vs the ground truth of held-out speech."""
+def lip_sync(
+    parts: Parts, characters: int = 4, seconds: float = 8.0, max_lag: int = 4, first: int = 0
+) -> LipSync:
+    """Mouth opening seen on generated frames vs the ground truth of held-out speech, for held-out
+    characters first, first + 1, ... (tune settings on VALIDATION_FIRST on, report from 0)."""
     cfg = parts.config
     generated, truth = [], []
-    for i in range(characters):
+    for i in range(first, first + characters):
         seed, audio, motion = _held_out_speech(cfg, i, seconds)
         image = make_clip(seed, 1 / cfg.time.fps, cfg.hr.width, cfg.hr.height).frames[0]
         opening = [
@@ -127,7 +132,7 @@ CEILING_CHUNK_LATENTS = 8  # latent frames per autoencoder pass (bounds memory a
 
 @torch.no_grad()
 def lip_sync_ceiling(
-    parts: Parts, characters: int = 4, seconds: float = 8.0, max_lag: int = 4
+    parts: Parts, characters: int = 4, seconds: float = 8.0, max_lag: int = 4, first: int = 0
 ) -> dict[str, LipSync]:
     """lip_sync's measure on the video the generator aims at: each held-out character rendered at
     the LR size speaking the same held-out speech, read as rendered ("rendered": how well the
@@ -143,7 +148,7 @@ def lip_sync_ceiling(
     vae, device = parts.vae, parts.device
     readings: dict[str, list[np.ndarray]] = {"rendered": [], "reconstructed": []}
     truth = []
-    for i in range(characters):
+    for i in range(first, first + characters):
         seed, _, motion = _held_out_speech(cfg, i, seconds)
         frames = motion.frames - motion.frames % stride  # whole latents after the reference
         identity = sample_identity(seed)

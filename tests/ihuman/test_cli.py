@@ -94,6 +94,8 @@ def test_eval_and_export_on_a_bundle(tmp_path: Path, capsys: pytest.CaptureFixtu
                 "--out",
                 str(tmp_path / "l.json"),
                 "--ceiling",
+                "--first-character",
+                "1000",
             ]
         )
         == 0
