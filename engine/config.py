@@ -421,8 +421,11 @@ TINY = Config(
     # Audio guidance 2: lip sync of the demo LR-A2V r = 0.60 against 0.58 at scale 1 (an earlier,
     # less trained checkpoint: 0.56 against 0.25), for ~30 % more LR-stage time (issue 8). No text
     # is used, so the text scale equals the audio's: the plan is then two predictions (all
-    # conditions; audio and text dropped), not three.
-    flow=FlowConfig(lr_steps=2, guidance_audio=2.0, guidance_text=2.0),
+    # conditions; audio and text dropped), not three. One Euler step: the lip loss shapes
+    # the one-step estimate most, and more steps listen less: the demo LR-A2V reads r = 0.81 with
+    # 1 step, 0.80 with 2 (24 validation characters); the one before it 0.78 / 0.77 / 0.71 / 0.65
+    # with 1 / 2 / 4 / 8 (issue 8, docs/demo.md). It also halves LR-A2V's sampling time.
+    flow=FlowConfig(lr_steps=1, guidance_audio=2.0, guidance_text=2.0),
     # ~0.4 GFLOP per 320x176 output frame: the decoder must keep up with 25 fps on 2 CPU cores.
     vae=VAEConfig(encoder_channels=(32, 64), decoder_channels=(16, 8)),
 )
