@@ -113,6 +113,13 @@ def _count(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a count >= 1, got {text}")
+    return value
+
+
 def _decay(text: str) -> float:
     value = float(text)
     if not 0 < value < 1:
@@ -433,13 +440,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("eval", help="measure a bundle: lip sync, identity over a long take")
     ev.add_argument("what", choices=("lipsync", "identity"))
     ev.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
-    ev.add_argument("--characters", type=int, default=4, help="lipsync: held-out characters")
+    ev.add_argument("--characters", type=_positive, default=4, help="lipsync: held-out characters")
     ev.add_argument("--seconds", type=float, default=8.0, help="speech per character / length of the take")
     ev.add_argument("--out", type=Path, help="write the result as JSON")
     ev.add_argument("--plot", type=Path, help="identity: a PNG of the colour deviation over time")
     ev.add_argument(
         "--first-character",
-        type=int,
+        type=_count,
         default=0,
         help=f"lipsync: the first held-out character (tune settings on {VALIDATION_FIRST} on, report from 0)",
     )

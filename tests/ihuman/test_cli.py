@@ -59,6 +59,18 @@ def test_serve_starts_prints_its_url_and_answers(tmp_path: Path) -> None:
         proc.wait(timeout=20)
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [("--characters", "0", "a count >= 1"), ("--first-character", "-1", "a count >= 0")],
+)
+def test_eval_lipsync_refuses_an_empty_or_negative_range(
+    flag: str, value: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "lipsync", flag, value])
+    assert exit_info.value.code == 2 and expected in capsys.readouterr().err
+
+
 def test_serve_refuses_a_public_address_without_a_token(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--host", "0.0.0.0", "--random-weights"]) == 2
     assert "without --token" in capsys.readouterr().err
