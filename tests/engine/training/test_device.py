@@ -75,8 +75,9 @@ def test_lr_a2v_trains_in_bf16_autocast_with_float32_weights(bundle: Path) -> No
     full = lr_a2v_step(task.model, data, generator=torch.Generator().manual_seed(1), **fixed).loss
     with torch.autocast("cpu", dtype=torch.bfloat16):
         half = lr_a2v_step(task.model, data, generator=torch.Generator().manual_seed(1), **fixed).loss
-    assert half.dtype == torch.float32 and math.isfinite(float(half.detach()))
-    assert float(half) == pytest.approx(float(full), rel=0.05) and float(half) != float(full)
+    value, reference = float(half.detach()), float(full.detach())
+    assert half.dtype == torch.float32 and math.isfinite(value)
+    assert value == pytest.approx(reference, rel=0.05) and value != reference
     half.backward()
     grads = [p.grad for p in task.model.parameters() if p.grad is not None]
     assert grads and all(g.dtype == torch.float32 for g in grads)
