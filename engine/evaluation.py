@@ -30,11 +30,9 @@ from engine.audio.stream import AudioFeatureStream
 from engine.config import Config
 from engine.data import keypoints as kp
 from engine.data.clip import make_clip
-from engine.data.identity import sample_identity
 from engine.data.motion import Motion, motion_from_audio
-from engine.data.render import render
-from engine.data.skeleton import pose_from_motion
 from engine.data.speech import speech_take
+from engine.media.image import fit_image
 from engine.parts import Parts
 from engine.streaming.segments import plan_segments
 from engine.streaming.stages import DecodedLowRes, GenerationSettings, LowResStage, Reference, RefineStage
@@ -81,6 +79,11 @@ def _held_out_speech(cfg: Config, i: int, seconds: float) -> tuple[int, np.ndarr
     return seed, audio, motion_from_audio(audio, seed, cfg.time, frames)
 
 
+def _reference_picture(cfg: Config, seed: int) -> Tensor:
+    """The held-out character's picture the generator starts from: uint8 [3, H, W] at the HR size."""
+    return make_clip(seed, 1 / cfg.time.fps, cfg.hr.width, cfg.hr.height).frames[0]
+
+
 def _standardized(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / (x.std() + 1e-9)
 
@@ -117,10 +120,9 @@ def lip_sync(
     generated, truth = [], []
     for i in range(first, first + characters):
         seed, audio, motion = _held_out_speech(cfg, i, seconds)
-        image = make_clip(seed, 1 / cfg.time.fps, cfg.hr.width, cfg.hr.height).frames[0]
         opening = [
             parts.pose.mouth_opening(d.frames[:keep], d.keypoints[:keep]).float().cpu()
-            for d, _, keep in generate(parts, image, audio)
+            for d, _, keep in generate(parts, _reference_picture(cfg, seed), audio)
         ]
         generated.append(torch.cat(opening)[: motion.frames].numpy())
         truth.append(motion.mouth_open.numpy())
@@ -137,7 +139,7 @@ def lip_sync_ceiling(
     """lip_sync's measure on the video the generator aims at: each held-out character rendered at
     the LR size speaking the same held-out speech, read as rendered ("rendered": how well the
     reader reads a perfect picture) and after the autoencoder's round trip, encoded after the
-    reference picture as the generators' latents are ("reconstructed").
+    generator's reference picture as the generators' latents are ("reconstructed").
 
     LR-A2V learns latents of the autoencoder, so its reading stays near the reconstruction's: when
     the generated reading matches "reconstructed" and "rendered" is far above both, the
@@ -150,26 +152,23 @@ def lip_sync_ceiling(
     readings: dict[str, list[np.ndarray]] = {"rendered": [], "reconstructed": []}
     truth = []
     for i in range(first, first + characters):
-        seed, _, motion = _held_out_speech(cfg, i, seconds)
+        seed, audio, motion = _held_out_speech(cfg, i, seconds)
         frames = motion.frames - motion.frames % stride  # whole latents after the reference
-        identity = sample_identity(seed)
-        video = render(
-            identity, pose_from_motion(identity, motion.slice(0, frames)), lr.width, lr.height
-        ).image
-        video = (video * 255).round() / 255  # as a stored video would hold it
-        picture = make_clip(seed, 1 / cfg.time.fps, lr.width, lr.height).frames[:1].float() / 255
-        clip = torch.cat([picture, video]).to(device).transpose(0, 1)[None]  # [1, 3, 1 + T, H, W]
+        clip = make_clip(seed, frames / cfg.time.fps, lr.width, lr.height, cfg.time, speech=audio)
+        video = clip.frames.float().to(device) / 255
+        picture = fit_image(_reference_picture(cfg, seed), lr.width, lr.height)[None].to(device)
+        whole = torch.cat([picture, video]).transpose(0, 1)[None]  # [1, 3, 1 + T, H, W]
         encoder_state, decoder_state, decoded = None, None, []
         step = CEILING_CHUNK_LATENTS * stride
-        bounds = [0, *range(1 + step, clip.shape[2], step), clip.shape[2]]  # the first holds the reference
+        bounds = [0, *range(1 + step, whole.shape[2], step), whole.shape[2]]  # the first holds the reference
         for start, stop in itertools.pairwise(bounds):
-            raw, encoder_state = vae.encoder.encode(clip[:, :, start:stop], encoder_state)
+            raw, encoder_state = vae.encoder.encode(whole[:, :, start:stop], encoder_state)
             out, decoder_state = vae.decoder.decode(raw, decoder_state)
             decoded.append(out)
         reconstruction = torch.cat(decoded, dim=2)[0, :, 1:].transpose(0, 1).clamp(0, 1)
-        for name, seen in (("rendered", video.to(device)), ("reconstructed", reconstruction)):
+        for name, seen in (("rendered", video), ("reconstructed", reconstruction)):
             readings[name].append(parts.pose.mouth_opening(seen).float().cpu().numpy())
-        truth.append(motion.mouth_open[:frames].numpy())
+        truth.append(clip.mouth_open.numpy())
     return {name: correlate(read, truth, max_lag) for name, read in readings.items()}
 
 

@@ -44,14 +44,26 @@ def check_resolution(width: int, height: int) -> None:
         raise ConfigError(f"resolution {width}x{height} outside 16x16 .. {MAX_PIXELS} pixels")
 
 
-def make_clip(seed: int, seconds: float, width: int, height: int, time: TimeBase | None = None) -> Clip:
-    """The clip of `seed`: `seconds` of speech with pauses and the character speaking it."""
+def make_clip(
+    seed: int,
+    seconds: float,
+    width: int,
+    height: int,
+    time: TimeBase | None = None,
+    speech: np.ndarray | None = None,
+) -> Clip:
+    """The clip of `seed`: `seconds` of speech with pauses and the character speaking it
+    (`speech`: 16 kHz audio to speak instead of the seed's own, at least `seconds` long)."""
     check_resolution(width, height)
     time = time or TimeBase()
     frames = round(seconds * time.fps)
     if frames < 1:
         raise ConfigError(f"a clip needs at least one frame, got {seconds} s")
-    audio = speech_take(seed, frames / time.fps, time.sample_rate)[: frames * time.samples_per_frame]
+    if speech is None:
+        speech = speech_take(seed, frames / time.fps, time.sample_rate)
+    if len(speech) < frames * time.samples_per_frame:
+        raise ConfigError(f"speech of {len(speech)} samples is shorter than {seconds} s")
+    audio = speech[: frames * time.samples_per_frame]
     motion = motion_from_audio(audio, seed, time, frames)
     identity = sample_identity(seed)
     pose = pose_from_motion(identity, motion)

@@ -44,9 +44,19 @@ def test_make_resumes_and_ignores_partial_clips(tmp_path: Path) -> None:
     assert [p.name for p in list_clips(tmp_path)] == ["clip_000001", "clip_000002", "clip_000003"]
 
 
+def test_a_clip_speaks_given_speech() -> None:
+    own, other = make_clip(3, 1.0, 64, 48), make_clip(4, 1.0, 64, 48)
+    spoken = make_clip(3, 1.0, 64, 48, speech=other.audio)
+    assert np.array_equal(spoken.audio, other.audio)
+    assert torch.equal(spoken.mouth_open, motion_from_audio(other.audio, 3, TimeBase(), 25).mouth_open)
+    assert not torch.equal(spoken.mouth_open, own.mouth_open)
+
+
 def test_bad_requests_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="resolution"):
         make_clip(1, 1.0, 100_000, 100_000)
+    with pytest.raises(ConfigError, match="shorter"):
+        make_clip(1, 1.0, 64, 48, speech=np.zeros(8000, np.float32))
     with pytest.raises(DataError, match="no clips"):
         ClipWindows(tmp_path, WindowSpec(frames=4, width=64, height=48))
     (clip_dir(tmp_path, 5)).mkdir()
