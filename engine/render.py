@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 class RenderOptions:
     text: str | None = None  # optional prompt
     lr_steps: int | None = None  # LR-A2V Euler steps (default: the config's)
+    lr_draws: int | None = None  # one-step LR-A2V noise draws averaged (default: the config's)
     seed: int = 0  # noise seed: the same inputs and seed give the same video
     size: tuple[int, int] | None = None  # output width, height (default: the preset's HR size)
     audio_codec: str = "aac"  # aac (plays everywhere), or flac / alac (lossless)
@@ -112,7 +113,11 @@ def render(
         try:
             reference = Reference.encode(parts, reference_image)
             settings = GenerationSettings.from_config(
-                cfg, lr_steps=options.lr_steps, seed=options.seed, text=options.text
+                cfg,
+                lr_steps=options.lr_steps,
+                lr_draws=options.lr_draws,
+                seed=options.seed,
+                text=options.text,
             )
             low, refine = LowResStage(parts, reference, settings), RefineStage(parts, reference, settings)
             features = AudioFeatureStream(parts.audio, cfg)

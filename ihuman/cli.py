@@ -71,6 +71,7 @@ def _info(config: Config) -> dict[str, object]:
         "audio_samples_per_frame": tb.samples_per_frame,
         "audio_tokens_per_latent_frame": config.audio_tokens_per_latent,
         "lr_steps": config.flow.lr_steps,
+        "lr_draws": config.flow.lr_draws,
         "refiner_steps": config.flow.refiner_steps,
         "decoder_gflop_per_hr_frame": round(
             decoder_flops_per_frame(config, config.hr.width, config.hr.height) / 1e9, 2
@@ -243,7 +244,12 @@ def _load_parts(args: argparse.Namespace, *, allow_random_default: bool = False)
 def cmd_render(args: argparse.Namespace) -> int:
     parts = _load_parts(args)
     options = RenderOptions(
-        text=args.text, lr_steps=args.steps, seed=args.seed, size=args.size, audio_codec=args.audio_codec
+        text=args.text,
+        lr_steps=args.steps,
+        lr_draws=args.draws,
+        seed=args.seed,
+        size=args.size,
+        audio_codec=args.audio_codec,
     )
     with tqdm(unit="frame", desc="render") as bar:
 
@@ -364,7 +370,12 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     ren.add_argument("--bundle", type=Path, help=f"trained bundle (default: {DEFAULT_BUNDLE})")
     ren.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="with --random-weights")
     ren.add_argument("--random-weights", action="store_true", help="untrained parts of --preset (speed only)")
-    ren.add_argument("--steps", type=int, help="LR-A2V flow steps per segment (default: the config's)")
+    ren.add_argument("--steps", type=_positive, help="LR-A2V flow steps per segment (default: the config's)")
+    ren.add_argument(
+        "--draws",
+        type=_positive,
+        help="one-step LR-A2V noise draws averaged per segment (default: the config's)",
+    )
     ren.add_argument("--seed", type=int, default=0, help="noise seed (same inputs + seed = same video)")
     ren.add_argument("--size", type=_resolution, help="output WIDTHxHEIGHT (default: the preset's HR size)")
     ren.add_argument(

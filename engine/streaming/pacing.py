@@ -10,11 +10,11 @@ D must cover the audio a segment waits for (its frames plus the lookahead),
 the compute of both stages one after the other (the pipeline overlaps
 segments, not the stages of one segment), and network jitter.
 
-When misses persist the policy degrades in steps — fewer LR flow steps, then
-one step, then the refiner skipped (the upsampled LR frames are shown) — and
-steps back up after a run of clean segments, waiting longer after each
-recovery that failed. Larger segments are not a step: they would need a larger
-D, and D is fixed for the session's life.
+When misses persist the policy degrades in steps — one LR noise draw instead
+of several, fewer LR flow steps, then one step, then the refiner skipped (the
+upsampled LR frames are shown) — and steps back up after a run of clean
+segments, waiting longer after each recovery that failed. Larger segments are
+not a step: they would need a larger D, and D is fixed for the session's life.
 """
 
 from __future__ import annotations
@@ -40,14 +40,15 @@ class Quality:
 
     level: int
     lr_steps: int
+    lr_draws: int  # LR-A2V noise draws averaged (one-step sampling only)
     refine: bool  # False: the refiner is skipped and the upsampled LR frames are the output
 
 
-def quality_levels(lr_steps: int) -> list[Quality]:
+def quality_levels(lr_steps: int, lr_draws: int = 1) -> list[Quality]:
     """Full quality first, then cheaper steps (levels that would repeat the one before are left out)."""
-    steps = list(dict.fromkeys([lr_steps, max(1, lr_steps // 2), 1]))
-    levels = [Quality(i, s, True) for i, s in enumerate(steps)]
-    return [*levels, Quality(len(levels), 1, False)]
+    sampling = [(lr_steps, lr_draws), (lr_steps, 1), (max(1, lr_steps // 2), 1), (1, 1)]
+    levels = [Quality(i, s, d, True) for i, (s, d) in enumerate(dict.fromkeys(sampling))]
+    return [*levels, Quality(len(levels), 1, 1, False)]
 
 
 class DegradePolicy:
@@ -56,6 +57,7 @@ class DegradePolicy:
     def __init__(
         self,
         lr_steps: int,
+        lr_draws: int = 1,
         *,
         enabled: bool = True,
         window: int = 3,  # segments looked at to degrade
@@ -63,7 +65,7 @@ class DegradePolicy:
         clean_to_recover: int = 12,  # clean segments in a row before stepping back up
         max_clean_to_recover: int = 96,
     ) -> None:
-        self.levels = quality_levels(lr_steps)
+        self.levels = quality_levels(lr_steps, lr_draws)
         self.enabled = enabled
         self.level = 0
         self.changes = 0
@@ -102,5 +104,7 @@ class DegradePolicy:
         self._clean_run = 0
         q = self.quality
         refiner = "on" if q.refine else "off"
-        log.info("%s to level %d: %d LR steps, refiner %s", why, level, q.lr_steps, refiner)
+        log.info(
+            "%s to level %d: %d LR steps, %d draws, refiner %s", why, level, q.lr_steps, q.lr_draws, refiner
+        )
         return q

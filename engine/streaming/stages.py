@@ -1,6 +1,7 @@
 """The two compute stages of a session, shared by `ihuman render` and the live engine.
 
-    LowResStage   audio windows + motion latents -> LR-A2V (k Euler steps) -> new LR latents
+    LowResStage   audio windows + motion latents -> LR-A2V (k Euler steps, or the mean of
+                  K one-step draws) -> new LR latents
                   -> LR decode -> pose head                     (CUDA stream A | CPU thread A)
     RefineStage   pose tensor P' + degraded LR latent -> PG-Refiner (1 step)
                   -> HR decode -> frames                        (CUDA stream B | CPU thread B)
@@ -43,12 +44,19 @@ class GenerationSettings:
 
     lr_steps: int  # Euler steps of LR-A2V per segment
     refiner_steps: int  # Euler steps of the refiner (1 once distilled)
+    lr_draws: int = 1  # LR-A2V noise draws averaged per segment (config.flow.lr_draws)
     seed: int = 0  # noise of both stages
     text: str | None = None  # optional prompt for both generators
 
+    def __post_init__(self) -> None:
+        for name in ("lr_steps", "refiner_steps", "lr_draws"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
     @classmethod
     def from_config(cls, config: Config, **overrides: object) -> GenerationSettings:
-        values = {"lr_steps": config.flow.lr_steps, "refiner_steps": config.flow.refiner_steps}
+        f = config.flow
+        values = {"lr_steps": f.lr_steps, "refiner_steps": f.refiner_steps, "lr_draws": f.lr_draws}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
@@ -117,29 +125,40 @@ class LowResStage:
         self.config, self.parts, self.model = cfg, parts, parts.lr_a2v
         self.prefix = reference.lr_prefix
         self.text = tokenize([settings.text], cfg.text, device)
-        self.steps = settings.lr_steps
+        self.steps, self.draws = settings.lr_steps, settings.lr_draws
         self.guidance = self.model.guidance()
         self.generator = torch.Generator(device).manual_seed(settings.seed)
         self.motion = reference.lr_still  # the last M latents: at first the still history
         self.decoder = _primed_decoder(parts, torch.cat([reference.lr_prefix, reference.lr_still], dim=2))
 
     @torch.no_grad()
-    def generate(self, seg: Segment, audio: Tensor, steps: int | None = None) -> Tensor:
+    def generate(
+        self, seg: Segment, audio: Tensor, steps: int | None = None, draws: int | None = None
+    ) -> Tensor:
         """audio windows [1, M + N, A, D] -> the segment's new LR latents [1, C, N, h, w].
 
-        steps: Euler steps for this segment (default: the session's); the live engine
-        lowers it when it must degrade.
+        steps, draws: Euler steps and noise draws for this segment (default: the session's); the
+        live engine lowers them when it must degrade. Draws are averaged one-step samples
+        (config.flow.lr_draws), run as one batch; with more steps there is one.
         """
         motion = self.motion[:, :, self.motion.shape[2] - seg.motion_latents :]
         if motion.shape[2] != seg.motion_latents:
             raise ValueError(
                 f"segment {seg.index} needs {seg.motion_latents} motion latents; segments run in order"
             )
+        steps = steps or self.steps
+        draws = (draws or self.draws) if steps == 1 else 1  # the mean of one-step samples only
         cond = LRConditions(prefix=self.prefix, motion=motion, audio=audio, text=self.text)
+        cond = LRConditions.cat([cond] * draws) if draws > 1 else cond
         C, (h, w) = self.config.latent_channels, self.config.lr_latent_grid
-        noise = torch.randn(1, C, seg.new_latents, h, w, generator=self.generator, device=self.prefix.device)
-        times = sampling_times(steps or self.steps, self.config.flow.lr_time_shift, self.prefix.device)
-        latents = euler_sample(self.model.velocity(cond, self.guidance), noise, times)
+        # Antithetic pairs (z, -z): the part of the sample that is linear in the noise cancels
+        # exactly in each pair's mean, which independent draws only shrink by 1/K.
+        fresh = torch.randn(
+            (draws + 1) // 2, C, seg.new_latents, h, w, generator=self.generator, device=self.prefix.device
+        )
+        noise = torch.cat([fresh, -fresh[: draws // 2]])
+        times = sampling_times(steps, self.config.flow.lr_time_shift, self.prefix.device)
+        latents = euler_sample(self.model.velocity(cond, self.guidance), noise, times).mean(0, keepdim=True)
         self.motion = _keep_last(self.motion, latents, self.config.segment.motion_latents)
         return latents
 
@@ -151,9 +170,11 @@ class LowResStage:
         points, _ = self.parts.pose(frames)  # [T, K, 2]
         return DecodedLowRes(latents=latents, frames=frames, keypoints=points)
 
-    def run(self, seg: Segment, audio: Tensor, steps: int | None = None) -> DecodedLowRes:
+    def run(
+        self, seg: Segment, audio: Tensor, steps: int | None = None, draws: int | None = None
+    ) -> DecodedLowRes:
         """generate + decode: one segment of the first stage."""
-        return self.decode(self.generate(seg, audio, steps))
+        return self.decode(self.generate(seg, audio, steps, draws))
 
 
 class RefineStage:

@@ -208,9 +208,10 @@ class LRA2VTask(Task):
     def sample(
         self, data: LRA2VBatch, grad: bool, g: torch.Generator | None = None, steps: int | None = None
     ) -> Tensor:
-        """New latents sampled as the engine does, but for guidance: `steps` (default: the config's
-        lr_steps) Euler steps of the conditional velocity from noise (the engine adds audio guidance
-        on top, a second prediction per step that training does not pay for), with gradients through
+        """New latents sampled as the engine does, but for guidance and draws: `steps` (default: the
+        config's lr_steps) Euler steps of the conditional velocity from one noise draw (the engine
+        adds audio guidance on top, a second prediction per step that training does not pay for,
+        and averages config.flow.lr_draws one-step draws), with gradients through
         the last step only (reward feedback learning's truncation: the earlier steps' graph would
         cost memory for little signal)."""
         cond = LRConditions(prefix=data.prefix, motion=data.motion, audio=data.audio, text=data.text)
