@@ -103,6 +103,9 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, help="write the JSON report here too")
     args = parser.parse_args()
+    for name in ("steps", "draws"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1")
     engine = Engine.load(args.bundle, preset=args.preset, device=args.device)
     options = SessionOptions(target_delay_ms=args.delay_ms, lr_steps=args.steps, lr_draws=args.draws)
     started = time.perf_counter()

@@ -144,7 +144,7 @@ def lip_sync_ceiling(
     LR-A2V learns latents of the autoencoder, so its reading stays near the reconstruction's: when
     the generated reading matches "reconstructed" and "rendered" is far above both, the
     autoencoder, not the generator, is what limits lip sync. (The demo bundle, 24 characters:
-    rendered 0.96, reconstructed 0.85, generated 0.79: both do.)
+    rendered 0.96, reconstructed 0.85, generated 0.81: both do.)
     """
     cfg = parts.config
     lr, stride = cfg.lr, cfg.time.vae_temporal_stride

@@ -24,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from engine.config import Config
+from engine.flow import averaged_draws
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,12 @@ class Quality:
 
 def quality_levels(lr_steps: int, lr_draws: int = 1) -> list[Quality]:
     """Full quality first, then cheaper steps (levels that would repeat the one before are left out)."""
-    sampling = [(lr_steps, lr_draws), (lr_steps, 1), (max(1, lr_steps // 2), 1), (1, 1)]
+    sampling = [
+        (lr_steps, averaged_draws(lr_steps, lr_draws)),
+        (lr_steps, 1),
+        (max(1, lr_steps // 2), 1),
+        (1, 1),
+    ]
     levels = [Quality(i, s, d, True) for i, (s, d) in enumerate(dict.fromkeys(sampling))]
     return [*levels, Quality(len(levels), 1, 1, False)]
 

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from engine.config import Config
 from engine.data.pose_tensor import pose_tensor
-from engine.flow import euler_sample, sampling_times
+from engine.flow import averaged_draws, euler_sample, sampling_times
 from engine.media.image import fit_image
 from engine.models.degradation import degrade_latent, inference_degradation
 from engine.models.lr_a2v import LRConditions
@@ -147,7 +147,7 @@ class LowResStage:
                 f"segment {seg.index} needs {seg.motion_latents} motion latents; segments run in order"
             )
         steps = steps or self.steps
-        draws = (draws or self.draws) if steps == 1 else 1  # the mean of one-step samples only
+        draws = averaged_draws(steps, draws or self.draws)
         cond = LRConditions(prefix=self.prefix, motion=motion, audio=audio, text=self.text)
         cond = LRConditions.cat([cond] * draws) if draws > 1 else cond
         C, (h, w) = self.config.latent_channels, self.config.lr_latent_grid

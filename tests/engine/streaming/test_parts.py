@@ -119,6 +119,8 @@ def test_degrade_policy_steps_down_recovers_and_backs_off() -> None:
         (1, 1, False),
     ]
     assert [q.level for q in quality_levels(1, 4)] == [0, 1, 2]
+    # Draws asked with several steps (a session's --steps override) average nothing: no level for them.
+    assert quality_levels(4, 2) == quality_levels(4)
     policy = DegradePolicy(4, clean_to_recover=3)
     assert policy.end_of_segment(True) is None  # one miss is not a pattern
     assert policy.end_of_segment(True).level == 1
