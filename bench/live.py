@@ -76,7 +76,6 @@ async def run(engine: Engine, seconds: float, options: SessionOptions) -> dict:
         "fallback_rate": fallbacks / frames,
         "frames_by_source": sources,
         "lr_steps": stats.lr_steps,
-        "lr_draws": stats.lr_draws,
         "degrade_level_final": stats.degrade_level,
         "degrade_changes": stats.degrade_changes,
         "skipped_segments": stats.skipped_segments,
@@ -98,16 +97,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--delay-ms", type=float, help="target delay (default: from the measured compute)")
     parser.add_argument("--steps", type=int, help="LR-A2V Euler steps (default: the config's)")
-    parser.add_argument(
-        "--draws", type=int, help="one-step LR-A2V noise draws averaged (default: the config's)"
-    )
     parser.add_argument("--out", type=Path, help="write the JSON report here too")
     args = parser.parse_args()
-    for name in ("steps", "draws"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1")
+    if args.steps is not None and args.steps < 1:
+        parser.error("--steps must be >= 1")
     engine = Engine.load(args.bundle, preset=args.preset, device=args.device)
-    options = SessionOptions(target_delay_ms=args.delay_ms, lr_steps=args.steps, lr_draws=args.draws)
+    options = SessionOptions(target_delay_ms=args.delay_ms, lr_steps=args.steps)
     started = time.perf_counter()
     report = asyncio.run(run(engine, args.seconds, options))
     report["wall_seconds"] = time.perf_counter() - started

@@ -32,6 +32,7 @@ from engine.config import Config
 from engine.exceptions import ConfigError, EngineError
 from engine.models.hand_reward import HandEvaluator
 from engine.models.lr_a2v import LRA2V
+from engine.models.mouth_judge import MouthJudge
 from engine.models.pose import PoseHead
 from engine.models.refiner import PGRefiner
 from engine.models.vae import VideoAutoencoder
@@ -50,6 +51,7 @@ PART_BUILDERS: dict[str, Callable[[Config], nn.Module]] = {
     "pose": PoseHead,
     "hand": HandEvaluator,  # training only: the reward of hand feedback learning
     "refiner_teacher": PGRefiner,  # training only: the multi-step refiner the 1-step one is distilled from
+    "mouth_judge": MouthJudge,  # evaluation only: the lip-sync reader no loss reads
 }
 """How to build each part of a bundle from its config."""
 

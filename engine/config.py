@@ -3,7 +3,7 @@
 Every size the engine uses (latent grids, tokens per latent frame, audio
 samples per video frame, audio tokens per latent frame, ...) is a property
 derived here from a handful of base fields; no other module writes these
-numbers as literals. The time base is DESIGN.md's contract: 25 fps video,
+numbers as literals. The time base is docs/design.md's contract: 25 fps video,
 16 kHz mono audio, a causal video autoencoder that downsamples space by 8 and
 time by 4 (the first frame alone), and a DiT patch of 1x2x2 (the tiny preset: space by 4 and a
 1x4x4 patch, the same 16-pixel tokens).
@@ -23,7 +23,7 @@ ContextAttention = Literal["full", "block_causal"]
 
 @dataclass(frozen=True)
 class TimeBase:
-    """The clocks every stage keeps (DESIGN.md, "Time base")."""
+    """The clocks every stage keeps (docs/design.md, "Time base")."""
 
     fps: int = 25  # video frames per second
     sample_rate: int = 16_000  # engine audio: mono float32 samples per second
@@ -147,7 +147,7 @@ class AudioConfig:
 
 @dataclass(frozen=True)
 class PoseConfig:
-    """The pixel-level pose tensor P (DESIGN.md: 7 body channels + 1 background-landmark channel)."""
+    """The pixel-level pose tensor P (docs/design.md: 7 body channels + 1 background-landmark channel)."""
 
     channels: int = 8  # channels of P
     stride: int = 4  # HR pixels per pose pixel along each axis (1 = full HR resolution)
@@ -168,13 +168,6 @@ class FlowConfig:
     """Flow matching: sampling schedule and guidance."""
 
     lr_steps: int = 4  # Euler steps of LR-A2V at inference
-    # Noise draws of LR-A2V per segment, sampled as one batch and averaged. Only for one step:
-    # from t = 0 the flow-matching optimum of v is E[x1 | c] - z0, so the ideal one-step sample
-    # is the conditional mean whatever the noise z0; a small model leaves part of z0 in it. The
-    # draws come in antithetic pairs (z, -z), whose mean cancels the part linear in z exactly
-    # (independent draws would only shrink it by 1/K). With several steps the sample is a draw of
-    # the distribution, and averaging draws would blur it.
-    lr_draws: int = 1
     refiner_steps: int = 1  # Euler steps of the refiner (1 once distilled)
     lr_time_shift: float = 3.0  # schedule shift (> 1 spends more steps near noise)
     refiner_time_shift: float = 3.0  # its one-step path starts at t = 0: train where it samples
@@ -186,11 +179,9 @@ class FlowConfig:
     guidance_text: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("lr_steps", "lr_draws", "refiner_steps"):
+        for name in ("lr_steps", "refiner_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"flow.{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr_draws > 1 and self.lr_steps > 1:
-            raise ConfigError("flow.lr_draws > 1 averages one-step samples: it needs lr_steps = 1")
 
 
 @dataclass(frozen=True)
@@ -206,7 +197,7 @@ class DropoutConfig:
 
 @dataclass(frozen=True)
 class DegradationConfig:
-    """`z_deglr = LPF(z_lr) + a_deg * eps` (DESIGN.md); training samples the parameters."""
+    """`z_deglr = LPF(z_lr) + a_deg * eps` (docs/design.md); training samples the parameters."""
 
     blur_sigma_max: float = 1.5  # training: Gaussian low-pass sigma (latent cells) ~ U(0, max)
     noise_max: float = 0.3  # training: a_deg ~ U(0, max)
@@ -432,17 +423,12 @@ TINY = Config(
     ),
     pose=PoseConfig(stride=4),
     segment=SegmentConfig(new_latents=2, motion_latents=1, refiner_motion_latents=0),
-    # Audio guidance 2: lip sync of the demo LR-A2V r = 0.60 against 0.58 at scale 1 (an earlier,
-    # less trained checkpoint: 0.56 against 0.25), for ~30 % more LR-stage time (issue 8). No text
-    # is used, so the text scale equals the audio's: the plan is then two predictions (all
-    # conditions; audio and text dropped), not three. One Euler step: the lip loss shapes
-    # the one-step estimate most, and more steps listen less: the demo LR-A2V reads r = 0.81 with
-    # 1 step, 0.80 with 2 (24 validation characters); the one before it 0.78 / 0.77 / 0.71 / 0.65
-    # with 1 / 2 / 4 / 8 (issue 8, docs/demo.md). It also halves LR-A2V's sampling time. The
-    # mean of an antithetic pair of one-step draws: 0.818 against 0.807 with one draw (validation,
-    # mean over noise seeds; 2 / 4 / 8 independent draws 0.814 / 0.816 / 0.809), for a batch of 4
-    # predictions instead of 2 (less time than 2 steps; 4 draws would cost more).
-    flow=FlowConfig(lr_steps=1, lr_draws=2, guidance_audio=2.0, guidance_text=2.0),
+    # One Euler step: from t = 0 it lands on LR-A2V's clean estimate (x-prediction from the still
+    # reference), which is what its mouth term trains, at half the time of two. Audio guidance 2
+    # (the velocity-predicting LR-A2V before read r = 0.60 with it against 0.58 at scale 1). No text
+    # is used, so the text scale equals the audio's: the plan is then two estimates (all
+    # conditions; audio and text dropped), not three.
+    flow=FlowConfig(lr_steps=1, guidance_audio=2.0, guidance_text=2.0),
     # ~0.4 GFLOP per 320x176 output frame: the decoder must keep up with 25 fps on 2 CPU cores.
     vae=VAEConfig(encoder_channels=(32, 64), decoder_channels=(16, 8)),
 )

@@ -1,11 +1,13 @@
 """Measuring a trained bundle: lip sync on held-out characters and speech, identity over long takes.
 
 Lip sync: a held-out character speaks held-out speech through the live
-algorithm; the pose head reads the mouth opening of every generated LR frame
-(its mouth regressor: at the LR size the lip keypoints are too close to
-measure an opening by their spread), which is correlated with the ground
-truth the procedural motion derives from the same audio, over lags of a few
-frames: the best correlation and its lag are reported.
+algorithm; a reader reads the mouth opening of every generated LR frame (at the
+LR size the lip keypoints are too close to measure an opening by their
+spread), which is correlated with the ground truth the procedural motion
+derives from the same audio, over lags of a few frames: the best correlation
+and its lag are reported. The reader is the mouth judge (models/mouth_judge.py),
+which no training loss reads, or the pose head's own reader; either reads
+around the lips the pose head finds.
 
 Identity: over a long take, the mean colour of three regions of every frame —
 face, clothes, background, placed by the pose head's keypoints — is compared
@@ -19,7 +21,7 @@ or the autoencoder limits lip sync.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +38,9 @@ from engine.media.image import fit_image
 from engine.parts import Parts
 from engine.streaming.segments import plan_segments
 from engine.streaming.stages import DecodedLowRes, GenerationSettings, LowResStage, Reference, RefineStage
+
+Reader = Callable[[Tensor, Tensor], Tensor]
+"""frames [N, 3, H, W] in [0, 1], keypoints [N, K, 2] -> the mouth opening [N] each frame shows."""
 
 HELD_OUT = 2_000_000  # characters and speech of the evaluation: seeds no training ever drew
 VALIDATION_FIRST = 1_000  # held-out characters from this index on tune settings; reports use 0..
@@ -69,7 +74,7 @@ class LipSync:
     frames: int
 
 
-def _held_out_speech(cfg: Config, i: int, seconds: float) -> tuple[int, np.ndarray, Motion]:
+def held_out_speech(cfg: Config, i: int, seconds: float) -> tuple[int, np.ndarray, Motion]:
     """Held-out character i: its seed, speech no character was trained on, and the motion it drives.
     (Characters from VALIDATION_FIRST on are for tuning settings; the reported ones start at 0.)"""
     seed = HELD_OUT + i
@@ -79,7 +84,7 @@ def _held_out_speech(cfg: Config, i: int, seconds: float) -> tuple[int, np.ndarr
     return seed, audio, motion_from_audio(audio, seed, cfg.time, frames)
 
 
-def _reference_picture(cfg: Config, seed: int) -> Tensor:
+def reference_picture(cfg: Config, seed: int) -> Tensor:
     """The held-out character's picture the generator starts from: uint8 [3, H, W] at the HR size."""
     return make_clip(seed, 1 / cfg.time.fps, cfg.hr.width, cfg.hr.height).frames[0]
 
@@ -112,17 +117,24 @@ def correlate(read: list[np.ndarray], truth: list[np.ndarray], max_lag: int = 4)
 
 @torch.no_grad()
 def lip_sync(
-    parts: Parts, characters: int = 4, seconds: float = 8.0, max_lag: int = 4, first: int = 0
+    parts: Parts,
+    characters: int = 4,
+    seconds: float = 8.0,
+    max_lag: int = 4,
+    first: int = 0,
+    reader: Reader | None = None,
 ) -> LipSync:
     """Mouth opening seen on generated frames vs the ground truth of held-out speech, for held-out
-    characters first, first + 1, ... (tune settings on VALIDATION_FIRST on, report from 0)."""
+    characters first, first + 1, ... (tune settings on VALIDATION_FIRST on, report from 0), read by
+    `reader` (default: the pose head's reader)."""
     cfg = parts.config
+    read = reader or parts.pose.mouth_opening
     generated, truth = [], []
     for i in range(first, first + characters):
-        seed, audio, motion = _held_out_speech(cfg, i, seconds)
+        seed, audio, motion = held_out_speech(cfg, i, seconds)
         opening = [
-            parts.pose.mouth_opening(d.frames[:keep], d.keypoints[:keep]).float().cpu()
-            for d, _, keep in generate(parts, _reference_picture(cfg, seed), audio)
+            read(d.frames[:keep], d.keypoints[:keep]).float().cpu()
+            for d, _, keep in generate(parts, reference_picture(cfg, seed), audio)
         ]
         generated.append(torch.cat(opening)[: motion.frames].numpy())
         truth.append(motion.mouth_open.numpy())
@@ -134,7 +146,12 @@ CEILING_CHUNK_LATENTS = 8  # latent frames per autoencoder pass (bounds memory a
 
 @torch.no_grad()
 def lip_sync_ceiling(
-    parts: Parts, characters: int = 4, seconds: float = 8.0, max_lag: int = 4, first: int = 0
+    parts: Parts,
+    characters: int = 4,
+    seconds: float = 8.0,
+    max_lag: int = 4,
+    first: int = 0,
+    reader: Reader | None = None,
 ) -> dict[str, LipSync]:
     """lip_sync's measure on the video the generator aims at: each held-out character rendered at
     the LR size speaking the same held-out speech, read as rendered ("rendered": how well the
@@ -147,16 +164,17 @@ def lip_sync_ceiling(
     rendered 0.96, reconstructed 0.85, generated 0.81: both do.)
     """
     cfg = parts.config
+    read = reader or parts.pose.mouth_opening
     lr, stride = cfg.lr, cfg.time.vae_temporal_stride
     vae, device = parts.vae, parts.device
     readings: dict[str, list[np.ndarray]] = {"rendered": [], "reconstructed": []}
     truth = []
     for i in range(first, first + characters):
-        seed, audio, motion = _held_out_speech(cfg, i, seconds)
+        seed, audio, motion = held_out_speech(cfg, i, seconds)
         frames = motion.frames - motion.frames % stride  # whole latents after the reference
         clip = make_clip(seed, frames / cfg.time.fps, lr.width, lr.height, cfg.time, speech=audio)
         video = clip.frames.float().to(device) / 255
-        picture = fit_image(_reference_picture(cfg, seed), lr.width, lr.height)[None].to(device)
+        picture = fit_image(reference_picture(cfg, seed), lr.width, lr.height)[None].to(device)
         whole = torch.cat([picture, video]).transpose(0, 1)[None]  # [1, 3, 1 + T, H, W]
         encoder_state, decoder_state, decoded = None, None, []
         step = CEILING_CHUNK_LATENTS * stride
@@ -167,7 +185,7 @@ def lip_sync_ceiling(
             decoded.append(out)
         reconstruction = torch.cat(decoded, dim=2)[0, :, 1:].transpose(0, 1).clamp(0, 1)
         for name, seen in (("rendered", video), ("reconstructed", reconstruction)):
-            readings[name].append(parts.pose.mouth_opening(seen).float().cpu().numpy())
+            readings[name].append(read(seen, parts.pose(seen)[0]).float().cpu().numpy())
         truth.append(clip.mouth_open.numpy())
     return {name: correlate(read, truth, max_lag) for name, read in readings.items()}
 

@@ -22,6 +22,7 @@ from engine.audio.stream import AudioFeatureStream
 from engine.benchinfo import peak_rss_mb, rss_mb
 from engine.media.audio_file import AudioFile
 from engine.media.errors import MediaError
+from engine.media.framing import framer
 from engine.media.image import read_image
 from engine.media.mp4 import Mp4Writer
 from engine.parts import Parts
@@ -35,8 +36,8 @@ log = logging.getLogger(__name__)
 class RenderOptions:
     text: str | None = None  # optional prompt
     lr_steps: int | None = None  # LR-A2V Euler steps (default: the config's)
-    lr_draws: int | None = None  # one-step LR-A2V noise draws averaged (default: the config's)
     seed: int = 0  # noise seed: the same inputs and seed give the same video
+    face_check: bool = True  # frame the picture by its face, refuse one without (media.framing)
     size: tuple[int, int] | None = None  # output width, height (default: the preset's HR size)
     audio_codec: str = "aac"  # aac (plays everywhere), or flac / alac (lossless)
 
@@ -106,7 +107,8 @@ def render(
     cfg = parts.config
     size = options.size or (cfg.hr.width, cfg.hr.height)
     start = time.perf_counter()
-    reference_image = read_image(image)  # errors about the image before any work on the audio
+    # Errors about the image come before any work on the audio.
+    reference_image = framer(cfg, options.face_check, str(image))(read_image(image))
     with AudioFile(audio, cfg.time) as source:
         estimate = round(source.duration * cfg.time.fps) if source.duration else None
         writer = Mp4Writer(out, *size, cfg.time.fps, source.sample_rate, source.channels, options.audio_codec)
@@ -115,7 +117,6 @@ def render(
             settings = GenerationSettings.from_config(
                 cfg,
                 lr_steps=options.lr_steps,
-                lr_draws=options.lr_draws,
                 seed=options.seed,
                 text=options.text,
             )

@@ -30,6 +30,8 @@ from engine.evaluation import (
     plot_identity,
 )
 from engine.exceptions import EngineError
+from engine.fidelity import judge, photo_judge
+from engine.media.framing import framer
 from engine.media.image import read_image
 from engine.media.mp4 import AUDIO_CODECS
 from engine.models.lr_a2v import LRA2V
@@ -45,6 +47,7 @@ from engine.training.trainer import Trainer, TrainSettings, to_device
 log = logging.getLogger("ihuman")
 DEFAULT_AVATAR_SEED = 1_000_003  # a held-out procedural character
 DEMO_AVATARS = 4  # pictures an exported bundle ships for the avatar picker
+EXPORTED_EXTRAS = ("mouth_judge",)  # parts beyond the engine's that an export keeps (the lip-sync judge)
 
 
 def _parameter_counts(config: Config) -> dict[str, int]:
@@ -71,7 +74,6 @@ def _info(config: Config) -> dict[str, object]:
         "audio_samples_per_frame": tb.samples_per_frame,
         "audio_tokens_per_latent_frame": config.audio_tokens_per_latent,
         "lr_steps": config.flow.lr_steps,
-        "lr_draws": config.flow.lr_draws,
         "refiner_steps": config.flow.refiner_steps,
         "decoder_gflop_per_hr_frame": round(
             decoder_flops_per_frame(config, config.hr.width, config.hr.height) / 1e9, 2
@@ -246,10 +248,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     options = RenderOptions(
         text=args.text,
         lr_steps=args.steps,
-        lr_draws=args.draws,
         seed=args.seed,
         size=args.size,
         audio_codec=args.audio_codec,
+        face_check=not args.no_face_check,
     )
     with tqdm(unit="frame", desc="render") as bar:
 
@@ -266,10 +268,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_avatar(parts: Parts, image: Path | None) -> Callable[[], torch.Tensor]:
+def _default_avatar(parts: Parts, image: Path | None, face_check: bool) -> Callable[[], torch.Tensor]:
     """The picture a talker gets without uploading one: --avatar, else a procedural character."""
     if image is not None:
-        picture = read_image(image)
+        picture = framer(parts.config, face_check, str(image))(read_image(image))
     else:
         hr = parts.config.hr
         picture = make_clip(DEFAULT_AVATAR_SEED, 1 / parts.config.time.fps, hr.width, hr.height).frames[0]
@@ -289,10 +291,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions,
         ice_servers=tuple(args.ice_server),
         session_options=SessionOptions(target_delay_ms=args.delay_ms),
+        face_check=not args.no_face_check,
     )
     avatars = (args.bundle or DEFAULT_BUNDLE) / "avatars"
     settings = dataclasses.replace(settings, avatar_dir=avatars)
-    default = _default_avatar(parts, args.avatar)
+    default = _default_avatar(parts, args.avatar, not args.no_face_check)
     server = Server(Engine(parts), settings, default, explicit_avatar=args.avatar is not None)
 
     def ready(url: str) -> None:
@@ -371,12 +374,12 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     ren.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="with --random-weights")
     ren.add_argument("--random-weights", action="store_true", help="untrained parts of --preset (speed only)")
     ren.add_argument("--steps", type=_positive, help="LR-A2V flow steps per segment (default: the config's)")
-    ren.add_argument(
-        "--draws",
-        type=_positive,
-        help="one-step LR-A2V noise draws averaged per segment (default: the config's)",
-    )
     ren.add_argument("--seed", type=int, default=0, help="noise seed (same inputs + seed = same video)")
+    ren.add_argument(
+        "--no-face-check",
+        action="store_true",
+        help="use the picture as it is (scaled to cover the frame) instead of framing it by its face",
+    )
     ren.add_argument("--size", type=_resolution, help="output WIDTHxHEIGHT (default: the preset's HR size)")
     ren.add_argument(
         "--audio-codec", default="aac", choices=AUDIO_CODECS, help="flac/alac keep audio bit-exact"
@@ -392,7 +395,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     srv.add_argument("--bundle", type=Path, help=f"trained bundle (default: {DEFAULT_BUNDLE})")
     srv.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="random weights of a preset")
     srv.add_argument("--random-weights", action="store_true", help="untrained parts of --preset (speed only)")
-    srv.add_argument("--avatar", type=Path, help="default reference picture")
+    srv.add_argument("--avatar", type=Path, help="default reference picture (framed by its face)")
+    srv.add_argument(
+        "--no-face-check",
+        action="store_true",
+        help="use uploads and --avatar as they are instead of framing them by their face",
+    )
     srv.add_argument("--token", help="required on every request (needed to listen beyond loopback)")
     srv.add_argument("--max-sessions", type=int, default=2, help="concurrent avatar sessions")
     srv.add_argument("--ice-server", action="append", default=[], help="stun:/turn:user:pass@host URL")
@@ -406,11 +414,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     parts = Parts.from_bundle(args.bundle, _device(args.device))
     if args.what == "lipsync":
         span = {"characters": args.characters, "seconds": args.seconds, "first": args.first_character}
+        reader = _lip_reader(args, parts)
+        span["reader"] = reader
         sync = lip_sync(parts, **span)
-        result: dict = dataclasses.asdict(sync)
+        result: dict = {**dataclasses.asdict(sync), "reader": args.reader}
         print(
-            f"lip sync on {args.characters} held-out characters: r = {sync.correlation:.3f} at a lag of "
-            f"{sync.lag_frames} frames (r = {sync.correlation_at_zero:.3f} at 0), {sync.frames} frames"
+            f"lip sync on {args.characters} held-out characters, read by the {args.reader}: "
+            f"r = {sync.correlation:.3f} at a lag of {sync.lag_frames} frames "
+            f"(r = {sync.correlation_at_zero:.3f} at 0), {sync.frames} frames"
         )
         if args.ceiling:
             ceiling = lip_sync_ceiling(parts, **span)
@@ -419,6 +430,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 f"the same characters rendered speaking it: r = {ceiling['rendered'].correlation:.3f}; "
                 f"after the autoencoder: r = {ceiling['reconstructed'].correlation:.3f}"
             )
+    elif args.what == "photos":
+        if not args.photos:
+            raise EngineError("eval photos: name the photos to judge with --photos FILE [FILE ...]")
+        result = photo_judge(parts, args.photos, args.seconds, face_check=not args.no_face_check)
+        for name, row in result["photos"].items():
+            print(
+                f"{name}: face found in {100 * row['face_found']:.0f} % of frames, SSIM outside the "
+                f"mouth {row['ssim_outside_mouth']:.3f}, "
+                f"mouth motion speech/silence {row['speech_over_silence']:.2f}"
+            )
+    elif args.what == "fidelity":
+        result = judge(parts, args.characters, args.seconds, args.first_character)
+        _print_fidelity(result)
     else:
         result = identity_drift(parts, seconds=args.seconds)
         worst = ", ".join(f"{k} {v:.3f}" for k, v in result["max_deviation"].items())
@@ -430,9 +454,47 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lip_reader(
+    args: argparse.Namespace, parts: Parts
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """--reader judge: the mouth judge of --judge (default: the bundle's); pose: the pose head's."""
+    if args.reader == "pose":
+        return parts.pose.mouth_opening
+    source = args.judge or args.bundle
+    if "mouth_judge" not in read_config(source)[1].get("parts", {}):
+        raise EngineError(
+            f"{source} has no mouth judge: train one (ihuman train mouth-judge --out DIR) and pass "
+            "--judge DIR, or read with the pose head's reader: --reader pose"
+        )
+    judge = load_bundle(source, ("mouth_judge",), parts.device).parts["mouth_judge"].eval()
+    return judge.read
+
+
+def _print_fidelity(result: dict) -> None:
+    print(f"fidelity on {result['characters']} held-out characters x {result['seconds']:.0f} s:")
+    for res in ("lr", "hr"):
+        for who in ("generated", "still"):
+            f = result[f"{who}_{res}"]
+            print(
+                f"  {res} {who:<9} PSNR {f['psnr_db']:.2f} dB, SSIM {f['ssim']:.3f}, "
+                f"mouth L1 {f['mouth_l1']:.4f} (PSNR {f['mouth_psnr_db']:.2f} dB)"
+            )
+        gain = result[f"gain_{res}"]
+        print(
+            f"  {res} over the still reference: {gain['psnr_db']:+.2f} dB, "
+            f"mouth error {100 * gain['mouth_error_reduction']:+.1f} % lower"
+        )
+    for name, sm in result["smoothness"].items():
+        print(
+            f"  frame change at latent boundaries / inside, {name}: {sm['boundary_change']:.4f} / "
+            f"{sm['inner_change']:.4f} = {sm['ratio']:.2f}"
+        )
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    """Copy a bundle's inference parts (no optimizer state, logs or teachers) to a new folder."""
-    bundle = load_bundle(args.bundle, REQUIRED)
+    """Copy a bundle's inference parts and its mouth judge (no optimizer state, logs or teachers)."""
+    held = read_config(args.bundle)[1].get("parts", {})
+    bundle = load_bundle(args.bundle, (*REQUIRED, *(p for p in EXPORTED_EXTRAS if p in held)))
     evaluations = {p.stem: json.loads(p.read_text()) for p in sorted(args.bundle.glob("eval_*.json"))}
     save_bundle(args.out, bundle.config, bundle.parts, meta={**bundle.meta, "evaluations": evaluations})
     # Reference pictures of held-out characters for the page's avatar picker.
@@ -448,10 +510,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    ev = sub.add_parser("eval", help="measure a bundle: lip sync, identity over a long take")
-    ev.add_argument("what", choices=("lipsync", "identity"))
+    ev = sub.add_parser(
+        "eval", help="measure a bundle: lip sync, fidelity and smoothness, identity over a long take"
+    )
+    ev.add_argument("what", choices=("lipsync", "fidelity", "photos", "identity"))
+    ev.add_argument("--photos", type=Path, nargs="+", help="photos: the real photos to speak")
+    ev.add_argument("--no-face-check", action="store_true", help="photos: use them as they are")
     ev.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
-    ev.add_argument("--characters", type=_positive, default=4, help="lipsync: held-out characters")
+    ev.add_argument("--characters", type=_positive, default=4, help="lipsync, fidelity: held-out characters")
     ev.add_argument("--seconds", type=float, default=8.0, help="speech per character / length of the take")
     ev.add_argument("--out", type=Path, help="write the result as JSON")
     ev.add_argument("--plot", type=Path, help="identity: a PNG of the colour deviation over time")
@@ -459,7 +525,16 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "--first-character",
         type=_count,
         default=0,
-        help=f"lipsync: the first held-out character (tune settings on {VALIDATION_FIRST} on, report from 0)",
+        help=f"lipsync, fidelity: first held-out character (tune on {VALIDATION_FIRST} on, report from 0)",
+    )
+    ev.add_argument(
+        "--reader",
+        default="judge",
+        choices=("judge", "pose"),
+        help="lipsync: the mouth judge no loss reads (default), or the pose head's reader",
+    )
+    ev.add_argument(
+        "--judge", type=Path, help="lipsync: a bundle holding the mouth judge (default: --bundle)"
     )
     ev.add_argument(
         "--ceiling",

@@ -2,7 +2,7 @@
 
 import os
 
-# Must be set before any @triton.jit decorator runs (see shared/notes/triton-torch-cpu.md). On a
+# Must be set before any @triton.jit decorator runs. On a
 # GPU machine run `TRITON_INTERPRET=0 pytest -m gpu`: the `gpu` tests then compile the kernels.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 

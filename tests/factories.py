@@ -61,11 +61,12 @@ def lr_batch(config: Config, batch: int = 2, motion: int | None = None, new: int
         target=torch.randn(batch, C, N, h, w),
         audio=audio,
         text=tokenize(texts, config.text),
+        still=torch.randn(batch, C, 1, h, w),
     )
 
 
 def lr_conditions(b: LRA2VBatch) -> LRConditions:
-    return LRConditions(prefix=b.prefix, motion=b.motion, audio=b.audio, text=b.text)
+    return LRConditions(prefix=b.prefix, motion=b.motion, audio=b.audio, text=b.text, still=b.still)
 
 
 def refiner_batch(config: Config, batch: int = 2, motion: int | None = None) -> RefinerBatch:
@@ -84,13 +85,15 @@ def refiner_batch(config: Config, batch: int = 2, motion: int | None = None) -> 
 
 
 def refiner_conditions(b: RefinerBatch) -> RefinerConditions:
-    return RefinerConditions(prefix=b.prefix, motion=b.motion, lr=b.lr, pose=b.pose, text=b.text)
+    return RefinerConditions(
+        prefix=b.prefix, motion=b.motion, lr=b.lr, pose=b.pose, text=b.text, lr_clean=b.lr
+    )
 
 
 def micro_config() -> Config:
     """The tiny preset shrunk to the smallest shapes the config allows: every part is real and
     runs in a few milliseconds per segment, for tests of the streaming machinery over long
-    (virtual) times. Its autoencoder is spatial /8 (DESIGN.md's default), the tiny preset's /4, so
+    (virtual) times. Its autoencoder is spatial /8 (docs/design.md's default), the tiny preset's /4, so
     the tests cover both."""
     return get_preset("tiny").replace(
         name="micro",

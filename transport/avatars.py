@@ -1,10 +1,12 @@
-"""Uploaded reference pictures, by id: checked, decoded once, kept in memory (bounded)."""
+"""Uploaded reference pictures, by id: checked, decoded once, framed by the face (engine.media.framing),
+kept in memory (bounded)."""
 
 from __future__ import annotations
 
 import io
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from PIL import Image
 from torch import Tensor
 
 from engine.media.errors import MediaError
+from engine.media.framing import NoFaceError
 from engine.media.image import read_image
 from transport.errors import RequestError
 
@@ -41,10 +44,14 @@ def _thumbnail(image: Tensor) -> bytes:
 
 
 class AvatarStore:
-    """The demo pictures, plus at most `capacity` uploads (the least recently used goes first)."""
+    """The demo pictures, plus at most `capacity` uploads (the least recently used goes first).
 
-    def __init__(self, capacity: int = 64) -> None:
+    frame: what an upload goes through before it is kept (the server frames photos by their face
+    and refuses photos without one: NoFaceError); the demo pictures are framed already."""
+
+    def __init__(self, capacity: int = 64, frame: Callable[[Tensor], Tensor] | None = None) -> None:
         self.capacity = capacity
+        self.frame = frame
         self._avatars: OrderedDict[str, Avatar] = OrderedDict()
 
     def add(self, data: bytes, avatar_id: str | None = None, *, demo: bool = False) -> Avatar:
@@ -54,6 +61,11 @@ class AvatarStore:
             image = read_image(data, max_pixels=MAX_UPLOAD_PIXELS, formats=ACCEPTED_FORMATS)
         except MediaError as err:
             raise RequestError(str(err), 415 if "not accepted" in str(err) else 400) from None
+        if self.frame is not None and not demo:
+            try:
+                image = self.frame(image)
+            except NoFaceError as err:
+                raise RequestError(str(err), 422) from None
         avatar = Avatar(avatar_id or secrets.token_urlsafe(9), image, _thumbnail(image), demo)
         self._avatars[avatar.id] = avatar
         uploads = [a.id for a in self._avatars.values() if not a.demo]

@@ -1,7 +1,7 @@
 """Video codec choices: H.264 first, with x264 at a fast low-latency preset.
 
 aiortc opens x264 with its default preset (medium), 21-27 ms per 720p frame
-on our CPUs; `veryfast` takes 6-8 ms (shared/notes/webrtc-and-media.md).
+on our CPUs; `veryfast` takes 6-8 ms.
 aiortc has no option for it, so its H.264 sender is given an encoder whose
 codec context we open ourselves, with the same settings plus the preset.
 """

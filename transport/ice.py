@@ -1,7 +1,7 @@
 """ICE set-up: which servers, and which local addresses the server offers as candidates.
 
 aiortc adds a public STUN server when given no configuration, and aioice never
-offers 127.0.0.1 (see shared/notes/webrtc-and-media.md). We pass the ICE
+offers 127.0.0.1. We pass the ICE
 servers explicitly (none by default) and choose the host addresses: every
 interface plus loopback (so a browser on the same machine can always connect),
 or exactly a given list (tests: loopback only; traffic must never leave it).

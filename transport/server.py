@@ -26,6 +26,7 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 
 from engine.exceptions import EngineError
+from engine.media.framing import framer
 from engine.streaming.engine import Engine
 from engine.streaming.session import SessionOptions
 from transport import codecs, ice
@@ -56,6 +57,7 @@ class ServerSettings:
     video_size: tuple[int, int] = (1280, 720)
     session_options: SessionOptions = field(default_factory=SessionOptions)
     avatar_dir: Path | None = None  # demo pictures (a bundle's avatars/), offered in the page's picker
+    face_check: bool = True  # uploads: frame photos by their face, refuse photos without one
 
 
 def is_loopback(host: str) -> bool:
@@ -155,7 +157,7 @@ class Server:
         codecs.install()
         ice.use_host_addresses(settings.ice_addresses)
         rtc_config = ice.configuration(settings.ice_servers)
-        self.avatars = AvatarStore()
+        self.avatars = AvatarStore(frame=framer(engine.config, settings.face_check, "the uploaded image"))
         if settings.avatar_dir is not None and settings.avatar_dir.is_dir():
             self.avatars.add_folder(settings.avatar_dir)
         demo = self.avatars.first_demo()

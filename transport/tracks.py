@@ -83,7 +83,7 @@ class SessionAudioTrack(MediaStreamTrack):
 class MicrophoneIngest:
     """Incoming audio frames (any rate and layout) -> 16 kHz mono float32, channels averaged.
 
-    FFmpeg's own downmix to mono adds +3 dB (shared/notes/webrtc-and-media.md):
+    FFmpeg's own downmix to mono adds +3 dB:
     resample with the channels kept, then average them here.
     """
 

@@ -1,4 +1,4 @@
-"""Rasterise keypoints into the 8-channel pixel-level pose tensor P (DESIGN.md; the refiner's guide).
+"""Rasterise keypoints into the 8-channel pixel-level pose tensor P (docs/design.md; the refiner's guide).
 
 Channels (7 body + 1 background, strokes of about 1.5 pose pixels, values in [0, 1]):
 

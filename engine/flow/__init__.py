@@ -4,14 +4,20 @@ No model code lives here: a sampler sees only a velocity function `v(z, t)`.
 """
 
 from engine.flow.guidance import Guidance, guided
-from engine.flow.path import flow_matching_loss, noise_frames, sample_training_time, velocity_target
-from engine.flow.sampler import VelocityFn, averaged_draws, euler_sample
+from engine.flow.path import (
+    MIN_REMAINING_TIME,
+    flow_matching_loss,
+    noise_frames,
+    sample_training_time,
+    velocity_from_estimate,
+)
+from engine.flow.sampler import VelocityFn, euler_sample
 from engine.flow.schedule import sampling_times, time_shift
 
 __all__ = [
+    "MIN_REMAINING_TIME",
     "Guidance",
     "VelocityFn",
-    "averaged_draws",
     "euler_sample",
     "flow_matching_loss",
     "guided",
@@ -19,5 +25,5 @@ __all__ = [
     "sample_training_time",
     "sampling_times",
     "time_shift",
-    "velocity_target",
+    "velocity_from_estimate",
 ]

@@ -1,4 +1,12 @@
-"""The rectified-flow path `z_t = (1 - t) * eps + t * z1` (t = 0 noise, t = 1 data) and its loss."""
+"""The rectified-flow path `z_t = (1 - t) * eps + t * z1` (t = 0 noise, t = 1 data) and its loss.
+
+The generators predict the clean latents x (x-prediction), not the velocity: on this path the
+velocity at z_t that leads to an estimate x_hat is `(x_hat - z_t) / (1 - t)`
+(`velocity_from_estimate`), so the sampler and the loss keep speaking velocities while the network
+speaks pictures. A velocity-predicting network must output noise-sized values at every step; an
+x-predicting one outputs a picture, which lets it start from a picture (the reference) and learn
+only what changes ("Back to Basics: Let Denoising Generative Models Denoise", Li & He 2025).
+"""
 
 from __future__ import annotations
 
@@ -25,9 +33,21 @@ def noise_frames(z1: Tensor, eps: Tensor, t: Tensor) -> Tensor:
     return torch.where(_per_frame(t) >= 1, z1, z_t)
 
 
-def velocity_target(z1: Tensor, eps: Tensor) -> Tensor:
-    """The path's constant velocity `z1 - eps`."""
-    return z1 - eps
+MIN_REMAINING_TIME = 0.05  # 1 - t is clamped here: x-prediction's velocity divides by it
+
+
+def velocity_from_estimate(estimate: Tensor, z_t: Tensor, t: Tensor) -> Tensor:
+    """The velocity at z_t [B, C, F, H, W] that reaches the clean `estimate` at t = 1:
+    `(estimate - z_t) / (1 - t)`, t [B] or per frame [B, F]; 1 - t is clamped to
+    MIN_REMAINING_TIME (Li & He's clip), so clean context frames (t = 1) give a finite 0.
+
+    With the true x as `estimate` this is the path's velocity `x - eps` wherever 1 - t is above the
+    clamp, and a velocity loss between two such velocities is an x-loss weighted by 1 / (1 - t)^2.
+    One Euler step from t to 1 lands exactly on the estimate.
+    """
+    tf = _per_frame(t if t.dim() == 2 else t[:, None]).to(torch.float32)
+    remaining = (1 - tf).clamp_min(MIN_REMAINING_TIME)
+    return ((estimate.float() - z_t.float()) / remaining).to(estimate.dtype)
 
 
 def flow_matching_loss(

@@ -4,7 +4,7 @@ decoded piece by piece, so minutes of audio never sit in memory at once.
 Each decoded piece comes out twice: the original frame (for an output file that
 keeps the original audio) and the engine's 16 kHz mono float32. Channels are
 averaged in numpy after resampling: FFmpeg's own stereo-to-mono downmix adds
-+3 dB (see shared/notes/webrtc-and-media.md).
++3 dB.
 """
 
 from __future__ import annotations

@@ -88,6 +88,14 @@ def fit_image(image: Tensor, width: int, height: int) -> Tensor:
     return cover(image[None].float() / 255.0, width, height)[0].clamp(0, 1)
 
 
+def cover_box(w: int, h: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """How `cover` frames a w x h picture in width x height: (scaled width, scaled height, left, top)
+    -- the picture is scaled to that size, then cut at (left, top)."""
+    scale = max(width / w, height / h)
+    sw, sh = max(width, round(w * scale)), max(height, round(h * scale))
+    return sw, sh, (sw - width) // 2, (sh - height) // 2
+
+
 def cover(frames: Tensor, width: int, height: int) -> Tensor:
     """float [N, 3, H, W] -> [N, 3, height, width]: scaled to cover the frame, centre-cropped.
 
@@ -96,9 +104,7 @@ def cover(frames: Tensor, width: int, height: int) -> Tensor:
     160x96 vs 320x176) is the centre of the HR frame, in training as at inference.
     """
     h, w = frames.shape[-2:]
-    scale = max(width / w, height / h)
-    sw, sh = max(width, round(w * scale)), max(height, round(h * scale))
+    sw, sh, left, top = cover_box(w, h, width, height)
     if (sh, sw) != (h, w):
         frames = F.interpolate(frames, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
-    top, left = (sh - height) // 2, (sw - width) // 2
     return frames[..., top : top + height, left : left + width]

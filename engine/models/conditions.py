@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from engine.exceptions import InputShapeError
-from engine.flow import Guidance, VelocityFn, guided
+from engine.flow import Guidance, VelocityFn, guided, velocity_from_estimate
 from engine.models.layout import SegmentLayout
 from engine.models.text import TextTokens
 
@@ -86,10 +86,12 @@ def guided_velocity(
     cond: SegmentConditions,
     guidance: Guidance | None,
 ) -> VelocityFn:
-    """The sampler's velocity function v(z, t) for the new frames of one segment.
+    """The sampler's velocity function v(z, t) for the new frames of one segment, from a model
+    that estimates the clean latents (x-prediction).
 
-    With guidance, the predictions it needs (engine.flow.guidance) run as one
-    batched forward with the dropped conditions replaced by their null values.
+    With guidance, the estimates it needs (engine.flow.guidance) run as one batched forward with
+    the dropped conditions replaced by their null values. Guiding estimates or velocities is the
+    same: at one z and t the velocity is affine in the estimate, and the weights sum to 1.
     """
 
     def v(z: Tensor, t: Tensor) -> Tensor:  # z [B, C, N, H, W], t [B]
@@ -98,6 +100,6 @@ def guided_velocity(
             batch = type(cond).cat([cond.drop_all(d) for d in drops])
             return list(model(z.repeat(n, 1, 1, 1, 1), t.repeat(n), batch).chunk(n))
 
-        return guided(predict, guidance)
+        return velocity_from_estimate(guided(predict, guidance), z, t)
 
     return v

@@ -1,4 +1,4 @@
-"""The LR-latent degradation `z_deglr = LPF(z_lr) + a_deg * eps` (DESIGN.md, PG-Refiner (a)).
+"""The LR-latent degradation `z_deglr = LPF(z_lr) + a_deg * eps` (docs/design.md, PG-Refiner (a)).
 
 The refiner must not copy the low-res latent's artifacts, only its layout and
 motion: it is trained on LR latents blurred by a Gaussian low-pass filter and

@@ -3,8 +3,17 @@
 Input tokens are `[reference prefix (clean) | motion latents from the previous
 segment (clean) | new latents (noisy)]`; conditions are the audio windows of the
 motion and new frames (their own cross-attention branch) and optional text.
-The network predicts the flow velocity of the new latents; the context frames
-pass through with flow time 1 and no loss.
+The context frames pass through with flow time 1 and no loss.
+
+The network estimates the clean new latents as **the reference held still plus what it adds**:
+`x_hat = still + DiT(...)`, where `still` is the reference's latent as a frame of a still video
+(VideoAutoencoder.still_latent); the sampler's velocity follows from the estimate on the flow
+path (engine.flow.velocity_from_estimate). Why: a velocity-predicting DiT must output noise-sized
+values and builds the picture from nothing, and a small one trained on a CPU streamed coloured
+noise. With the skip and adaLN-zero (the DiT's output layer starts at zero) a fresh model streams
+the reference, still, from any noise and with any number of steps, and training only has to add
+motion: the mouth, the head, the hands. From t = 0 one Euler step lands on the estimate itself,
+so a one-step sample carries no noise (the averaged noise draws of the velocity model are gone).
 """
 
 from __future__ import annotations
@@ -34,16 +43,20 @@ class LRConditions(SegmentConditions):
     motion [B, C, M, h, w]: clean latents from the end of the previous segment (M may be 0).
     audio [B, M + N, A, D]: audio windows of the motion and new frames.
     text: byte tokens (the empty text when there is none).
+    still [B, C, 1, h, w]: the reference as a still video's latent frame, where the estimate of
+    every new frame starts. Not a condition the network reads: it is never dropped, so
+    guidance, which differences estimates, never scales it.
     """
 
     DROPPABLE: ClassVar[Mapping[str, str]] = {"reference": "prefix", "audio": "audio", "text": "text"}
 
     audio: Tensor
     text: TextTokens
+    still: Tensor
 
 
 class LRA2V(nn.Module):
-    """Audio (+ reference, + text) -> low-res latent video velocity."""
+    """Audio (+ reference, + text) -> low-res latent video, estimated from the still reference."""
 
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -62,22 +75,24 @@ class LRA2V(nn.Module):
         B, C, (h, w) = noisy.shape[0], c.latent_channels, c.lr_latent_grid
         for name, x in (("prefix", cond.prefix), ("motion", cond.motion), ("noisy", noisy)):
             check_shape(f"LR-A2V {name} latents", x, [B, C, None, h, w])
+        check_shape("LR-A2V still reference latent", cond.still, [B, C, 1, h, w])
         frames = cond.motion.shape[2] + noisy.shape[2]
         audio = [B, frames, c.audio_tokens_per_latent, c.audio.feature_dim]
         check_shape("LR-A2V audio windows (motion + new frames)", cond.audio, audio)
 
     def forward(self, noisy: Tensor, t: Tensor, cond: LRConditions, *, all_frames: bool = False) -> Tensor:
-        """Velocity of the new latents.
+        """The clean estimate of the new latents: `cond.still` plus the DiT's output.
 
         noisy [B, C, N, h, w]: the new latents on the flow path at time t [B].
         The sequence the DiT sees is [cond.prefix | cond.motion | noisy] with flow
         time 1 on the clean context. Returns [B, C, N, h, w], or [B, C, P+M+N, h, w]
-        with all_frames (training, where the context frames carry loss weight 0).
+        with all_frames (training, where the context frames -- their own latents plus
+        the output -- carry loss weight 0).
         """
         self._check(noisy, cond)
         layout = cond.layout(noisy.shape[2])
         x = torch.cat([cond.prefix, cond.motion, noisy], dim=2)  # [B, C, P+M+N, h, w]
-        return self.dit(
+        residual = self.dit(
             x,
             layout.frame_times(t),
             layout,
@@ -86,9 +101,13 @@ class LRA2V(nn.Module):
             audio=cond.audio,
             out_frames=None if all_frames else layout.new,
         )
+        base = cond.still.expand(-1, -1, layout.new, -1, -1)  # [B, C, N, h, w]
+        if all_frames:
+            base = torch.cat([cond.prefix, cond.motion, base], dim=2)
+        return base + residual
 
     def velocity(self, cond: LRConditions, guidance: Guidance | None = None) -> VelocityFn:
-        """The sampler's velocity function for the new frames of one segment."""
+        """The sampler's velocity function for the new frames of one segment (from the estimate)."""
         return guided_velocity(self, cond, guidance)
 
     def guidance(self) -> Guidance:

@@ -125,19 +125,26 @@ MOUTH_CROP_EYES = 2.5  # side of the mouth crop in eye distances
 MOUTH_CROP_SAMPLES = 24  # its side in samples
 
 
-def mouth_crops(frames: Tensor, points: Tensor, max_side: float | None = None) -> Tensor:
-    """Square crops [N, 3, S, S] of frames [N, 3, H, W] centred on the lips of points [N, K, 2],
-    at most `max_side` pixels wide (default H / 2; a caller reading a window of a frame passes the
-    whole frame's bound, so the window crops as the frame would)."""
+def mouth_crops(
+    frames: Tensor,
+    points: Tensor,
+    max_side: float | None = None,
+    eyes_wide: float = MOUTH_CROP_EYES,
+    samples: int = MOUTH_CROP_SAMPLES,
+) -> Tensor:
+    """Square crops [N, 3, S, S] (S = samples) of frames [N, 3, H, W] centred on the lips of points
+    [N, K, 2], `eyes_wide` eye distances and at most `max_side` pixels wide (default H / 2; a caller
+    reading a window of a frame passes the whole frame's bound, so the window crops as the frame
+    would)."""
     N, _, H, W = frames.shape
     pixels = kp.to_pixels(points, W, H)
     centre = pixels[:, kp.LIPS].mean(1)  # [N, 2]
     eyes = pixels[:, kp.index("face", "eye_l")] - pixels[:, kp.index("face", "eye_r")]
-    side = (eyes.norm(dim=-1) * MOUTH_CROP_EYES).clamp(4.0, H / 2 if max_side is None else max_side)
+    side = (eyes.norm(dim=-1) * eyes_wide).clamp(4.0, H / 2 if max_side is None else max_side)
     theta = torch.zeros(N, 2, 3, device=frames.device, dtype=frames.dtype)
     theta[:, 0, 0], theta[:, 1, 1] = side / W, side / H
     theta[:, 0, 2], theta[:, 1, 2] = centre[:, 0] / W * 2 - 1, centre[:, 1] / H * 2 - 1
-    grid = F.affine_grid(theta, [N, 3, MOUTH_CROP_SAMPLES, MOUTH_CROP_SAMPLES], align_corners=False)
+    grid = F.affine_grid(theta, [N, 3, samples, samples], align_corners=False)
     return F.grid_sample(frames * 2 - 1, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 

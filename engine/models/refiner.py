@@ -9,7 +9,15 @@ Input tokens are `[prefix E(I_ref) (never noised) | optional previous HR latents
   added to the same tokens: `z'_hr = z_hr + Proj(P')`;
 - optional text, through the DiT's text cross-attention.
 
-At inference it is distilled to one Euler step (flow.refiner_steps = 1).
+The network estimates the clean HR latents as **the clean LR latents resampled to the HR grid
+plus what it adds** (`x_hat = up(z_lr) + DiT(...)`, as LR-A2V starts from the still reference;
+the velocity follows from the estimate, engine.flow.velocity_from_estimate): a fresh refiner is an
+upscaler of the LR video, and training adds the detail the LR video cannot hold. The resampling
+is in latent space, bilinear, with the engine's framing (the LR frame is the centre of the HR one,
+media.image.cover; cells beyond it repeat the LR border): encoding upscaled LR frames instead would
+cost an HR encode per segment, more than the refiner itself at the tiny size, for the same PSNR
+against the HR frames (23.4 dB both, demo autoencoder). It samples with one Euler step
+(flow.refiner_steps = 1), which from t = 0 is the estimate itself.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from torch import Tensor, nn
 
 from engine.config import Config
 from engine.flow import Guidance, VelocityFn
+from engine.media.image import cover_box
 from engine.models.conditions import SegmentConditions, check_shape, guided_velocity
 from engine.models.dit import DiT, patchify
 from engine.models.text import ByteTextEncoder, TextTokens
@@ -41,6 +50,8 @@ class RefinerConditions(SegmentConditions):
     lr [B, C, N, h, w]: the degraded LR latents of the N frames to refine.
     pose [B, 8, s*N, Hp, Wp]: the pose tensor of their s*N video frames (s = VAE temporal stride).
     text: byte tokens (the empty text when there is none).
+    lr_clean [B, C, N, h, w]: the same LR latents undegraded, where the estimate starts (resampled
+    to the HR grid). Not a condition: never dropped, so guidance never scales it.
     """
 
     DROPPABLE: ClassVar[Mapping[str, str]] = {
@@ -53,10 +64,30 @@ class RefinerConditions(SegmentConditions):
     lr: Tensor
     pose: Tensor
     text: TextTokens
+    lr_clean: Tensor
+
+
+def lr_on_hr_grid(lr: Tensor, config: Config) -> Tensor:
+    """LR latents [B, C, N, h, w] -> [B, C, N, H, W] on the HR latent grid, bilinear, where each HR
+    cell samples the LR place that shows the same part of the picture (the LR frame is the HR frame
+    framed by media.image.cover; cells outside it take the LR border)."""
+    B, C, frames, h, w = lr.shape
+    H, W = config.hr_latent_grid
+    hr, lr_res = config.hr, config.lr
+    sw, sh, left, top = cover_box(hr.width, hr.height, lr_res.width, lr_res.height)
+    opts = {"device": lr.device, "dtype": torch.float32}
+    # HR cell centres in HR pixels -> LR pixels -> grid_sample's [-1, 1] over the LR frame.
+    xs = ((torch.arange(W, **opts) + 0.5) * (hr.width / W) * (sw / hr.width) - left) / lr_res.width * 2 - 1
+    ys = ((torch.arange(H, **opts) + 0.5) * (hr.height / H) * (sh / hr.height) - top) / lr_res.height * 2 - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # [H, W, 2] as (x, y)
+    images = lr.permute(0, 2, 1, 3, 4).reshape(B * frames, C, h, w)
+    grid = grid[None].expand(B * frames, -1, -1, -1).to(lr.dtype)
+    up = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return up.view(B, frames, C, H, W).permute(0, 2, 1, 3, 4)
 
 
 class PGRefiner(nn.Module):
-    """Degraded LR latent + pose (+ reference, + text) -> HR latent video velocity."""
+    """Degraded LR latent + pose (+ reference, + text) -> HR latent video, estimated from the LR one."""
 
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -88,13 +119,9 @@ class PGRefiner(nn.Module):
 
     def condition_tokens(self, lr: Tensor, pose: Tensor) -> Tensor:
         """Tokens [B, N*h*w, W] to add to the noisy frames: Proj(P') + Proj_lr(upsample(z_deglr))."""
-        B, C, frames, h, w = lr.shape
-        hr_grid = self.config.hr_latent_grid
-        # Bilinear resampling in latent space keeps every LR cell aligned with the HR cells of
-        # the same image area (the grids differ by a non-integer factor in the paper preset).
-        lr_frames = lr.permute(0, 2, 1, 3, 4).reshape(B * frames, C, h, w)
-        up = F.interpolate(lr_frames, size=hr_grid, mode="bilinear", align_corners=False)
-        up = up.view(B, frames, C, *hr_grid).permute(0, 2, 1, 3, 4)  # [B, C, N, H, W]
+        # Resampled in latent space, every LR cell lands on the HR cells of the same image area
+        # (the grids differ by a non-integer factor and, at the tiny size, by their framing).
+        up = lr_on_hr_grid(lr, self.config)  # [B, C, N, H, W]
         lr_tokens = self.lr_proj(patchify(up, self.config.refiner.patch))  # [B, N*h'*w', W]
         pose_tokens = self.pose_proj(pose).flatten(2).transpose(1, 2)  # [B, N*h'*w', W]
         return lr_tokens + pose_tokens
@@ -105,23 +132,28 @@ class PGRefiner(nn.Module):
         for name, x in (("prefix", cond.prefix), ("motion", cond.motion), ("noisy", noisy)):
             check_shape(f"refiner {name} HR latents", x, [B, C, None, *c.hr_latent_grid])
         check_shape("refiner degraded LR latents", cond.lr, [B, C, N, *c.lr_latent_grid])
+        check_shape("refiner clean LR latents", cond.lr_clean, [B, C, N, *c.lr_latent_grid])
         pose = [B, c.pose.channels, N * c.time.vae_temporal_stride, *c.pose_size]
         check_shape("refiner pose tensor", cond.pose, pose)
 
     def forward(
         self, noisy: Tensor, t: Tensor, cond: RefinerConditions, *, all_frames: bool = False
     ) -> Tensor:
-        """Velocity of the HR latents.
+        """The clean estimate of the HR latents: `cond.lr_clean` on the HR grid plus the DiT's output.
 
         noisy [B, C, N, H, W]: HR latents on the flow path at time t [B]. The DiT sees
         [cond.prefix | cond.motion | noisy] with flow time 1 on the clean context and
         the condition tokens added to the noisy frames. Returns [B, C, N, H, W], or
-        every frame with all_frames (training; context frames have loss weight 0).
+        every frame with all_frames (training; context frames, their own latents plus the
+        output, have loss weight 0).
         """
         self._check(noisy, cond)
         layout = cond.layout(noisy.shape[2])
         x = torch.cat([cond.prefix, cond.motion, noisy], dim=2)  # [B, C, P+M+N, H, W]
-        return self.dit(
+        base = lr_on_hr_grid(cond.lr_clean, self.config)  # [B, C, N, H, W]
+        if all_frames:
+            base = torch.cat([cond.prefix, cond.motion, base], dim=2)
+        return base + self.dit(
             x,
             layout.frame_times(t),
             layout,
@@ -132,5 +164,5 @@ class PGRefiner(nn.Module):
         )
 
     def velocity(self, cond: RefinerConditions, guidance: Guidance | None = None) -> VelocityFn:
-        """The sampler's velocity function for the HR frames of one chunk."""
+        """The sampler's velocity function for the HR frames of one chunk (from the estimate)."""
         return guided_velocity(self, cond, guidance)

@@ -166,8 +166,14 @@ class Encoder(nn.Module):
 
     def encode(self, frames: Tensor, state: EncoderState | None = None) -> tuple[Tensor, EncoderState]:
         """Encode frames [B, 3, T, H, W] (any T when streaming) -> latents [B, C, L, h, w] and state."""
+        return self.encode_features(self.frame_features(frames), state)
+
+    def encode_features(
+        self, feats: Tensor, state: EncoderState | None = None
+    ) -> tuple[Tensor, EncoderState]:
+        """`encode` from the frames' features [B, C, T, h, w] (frame_features): the per-frame
+        spatial stack is most of the encoder's cost, and a still video needs it once."""
         state = state or EncoderState()
-        feats = self.frame_features(frames)
         groups = []
         if not state.started and feats.shape[2] > 0:
             first, _ = _frames_to_batch(feats[:, :, :1])
@@ -186,9 +192,8 @@ class Encoder(nn.Module):
         rest = feats[:, :, full * self.stride :]
         state.pending = rest if rest.shape[2] else None
         if not groups:
-            B, _, _, H, W = frames.shape
-            s = self.spatial_stride
-            return frames.new_zeros(B, self.out.out_channels, 0, H // s, W // s), state
+            B, _, _, h, w = feats.shape
+            return feats.new_zeros(B, self.out.out_channels, 0, h, w), state
         return self._latents(torch.cat(groups, dim=2), state), state
 
 
@@ -320,9 +325,20 @@ class VideoAutoencoder(nn.Module):
 
     def encode_still(self, image: Tensor, latents: int) -> Tensor:
         """[B, 3, H, W] -> the latents [B, C, 1 + latents, h, w] of a video holding it still: the
-        prefix (as encode_image gives it), then `latents` latent frames of the same picture."""
+        prefix (as encode_image gives it), then `latents` latent frames of the same picture.
+        The picture's features are computed once and repeated (every frame is the same)."""
+        self._check(image[:, :, None])
         frames = 1 + latents * self.config.time.vae_temporal_stride
-        return self.encode(image[:, :, None].expand(-1, -1, frames, -1, -1))
+        feats = self.encoder.frame_features(image[:, :, None])
+        return self.normalize(self.encoder.encode_features(feats.expand(-1, -1, frames, -1, -1))[0])
+
+    def still_latent(self, image: Tensor) -> Tensor:
+        """[B, 3, H, W] -> [B, C, 1, h, w]: the latent every frame of a video holding the picture still
+        settles to. The first latent after the prefix still remembers the prefix's own encoding
+        (the memory block sees the previous latent); from the second on each one sees a copy of
+        itself, so they are all equal: this is the picture as a moving video's latent frame, the
+        generators' starting point (models/lr_a2v.py)."""
+        return self.encode_still(image, 2)[:, :, -1:]
 
     def decode(self, latents: Tensor) -> Tensor:
         return self.decode_stream(latents)[0]

@@ -10,10 +10,10 @@ D must cover the audio a segment waits for (its frames plus the lookahead),
 the compute of both stages one after the other (the pipeline overlaps
 segments, not the stages of one segment), and network jitter.
 
-When misses persist the policy degrades in steps — one LR noise draw instead
-of several, fewer LR flow steps, then one step, then the refiner skipped (the
-upsampled LR frames are shown) — and steps back up after a run of clean
-segments, waiting longer after each recovery that failed. Larger segments are
+When misses persist the policy degrades in steps — fewer LR flow steps, then
+one step, then the refiner skipped (the upsampled LR frames are shown) — and
+steps back up after a run of clean segments, waiting longer after each
+recovery that failed. Larger segments are
 not a step: they would need a larger D, and D is fixed for the session's life.
 """
 
@@ -24,7 +24,6 @@ from collections import deque
 from dataclasses import dataclass
 
 from engine.config import Config
-from engine.flow import averaged_draws
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +40,14 @@ class Quality:
 
     level: int
     lr_steps: int
-    lr_draws: int  # LR-A2V noise draws averaged (one-step sampling only)
     refine: bool  # False: the refiner is skipped and the upsampled LR frames are the output
 
 
-def quality_levels(lr_steps: int, lr_draws: int = 1) -> list[Quality]:
+def quality_levels(lr_steps: int) -> list[Quality]:
     """Full quality first, then cheaper steps (levels that would repeat the one before are left out)."""
-    sampling = [
-        (lr_steps, averaged_draws(lr_steps, lr_draws)),
-        (lr_steps, 1),
-        (max(1, lr_steps // 2), 1),
-        (1, 1),
-    ]
-    levels = [Quality(i, s, d, True) for i, (s, d) in enumerate(dict.fromkeys(sampling))]
-    return [*levels, Quality(len(levels), 1, 1, False)]
+    steps = list(dict.fromkeys([lr_steps, max(1, lr_steps // 2), 1]))
+    levels = [Quality(i, s, True) for i, s in enumerate(steps)]
+    return [*levels, Quality(len(levels), 1, False)]
 
 
 class DegradePolicy:
@@ -63,7 +56,6 @@ class DegradePolicy:
     def __init__(
         self,
         lr_steps: int,
-        lr_draws: int = 1,
         *,
         enabled: bool = True,
         window: int = 3,  # segments looked at to degrade
@@ -71,7 +63,7 @@ class DegradePolicy:
         clean_to_recover: int = 12,  # clean segments in a row before stepping back up
         max_clean_to_recover: int = 96,
     ) -> None:
-        self.levels = quality_levels(lr_steps, lr_draws)
+        self.levels = quality_levels(lr_steps)
         self.enabled = enabled
         self.level = 0
         self.changes = 0
@@ -110,7 +102,5 @@ class DegradePolicy:
         self._clean_run = 0
         q = self.quality
         refiner = "on" if q.refine else "off"
-        log.info(
-            "%s to level %d: %d LR steps, %d draws, refiner %s", why, level, q.lr_steps, q.lr_draws, refiner
-        )
+        log.info("%s to level %d: %d LR steps, refiner %s", why, level, q.lr_steps, refiner)
         return q

@@ -71,7 +71,6 @@ class SessionClosedError(EngineError):
 class SessionOptions:
     target_delay_ms: float | None = None  # D; None = from the engine's measured stage times
     lr_steps: int | None = None  # LR-A2V Euler steps per segment (default: the config's)
-    lr_draws: int | None = None  # one-step LR-A2V noise draws averaged (default: the config's)
     seed: int = 0  # noise seed of both stages
     vad: bool = True  # the model hears only what the VAD calls speech (noise never moves the mouth)
     vad_mode: int = 2  # WebRTC VAD aggressiveness 0..3
@@ -168,7 +167,7 @@ class Session:
         self.delay = delay_s
         self.t0 = clock.now()
         settings = GenerationSettings.from_config(
-            cfg, lr_steps=options.lr_steps, lr_draws=options.lr_draws, seed=options.seed, text=text
+            cfg, lr_steps=options.lr_steps, seed=options.seed, text=text
         )
         self._low = LowResStage(parts, reference, settings)
         self._refine = RefineStage(parts, reference, settings)
@@ -185,7 +184,7 @@ class Session:
         self._next_push = 0  # where audio pushed without pts goes
         self._audio_arrived = asyncio.Event()
         self._store = FrameStore()
-        self.policy = DegradePolicy(settings.lr_steps, settings.lr_draws, enabled=options.degrade)
+        self.policy = DegradePolicy(settings.lr_steps, enabled=options.degrade)
         self.stats = StatsCollector()
         # Seconds of one segment in the low-res stage and in both stages, updated as measured.
         self._estimate_low_res, self._estimate = compute_estimate_s
@@ -319,7 +318,7 @@ class Session:
     def _low_res_fn(self, job: _Job) -> tuple[Handoff, Tensor]:
         assert job.quality is not None
         audio = job.audio.take(job.audio.value)  # ordered after the stream that computed it
-        decoded = self._low.run(job.seg, audio, job.quality.lr_steps, job.quality.lr_draws)
+        decoded = self._low.run(job.seg, audio, job.quality.lr_steps)
         preview = decoded.preview(self.config.hr.width, self.config.hr.height)
         return Handoff.make(decoded, self.parts.device), preview
 
@@ -520,7 +519,6 @@ class Session:
             degrade_level=self.policy.level,
             degrade_changes=self.policy.changes,
             lr_steps=q.lr_steps,
-            lr_draws=q.lr_draws,
             refiner=q.refine,
             av_offset_ms=s.av_offset_ms(),
             stage_ms=s.stage_ms(),

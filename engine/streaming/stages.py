@@ -1,14 +1,14 @@
 """The two compute stages of a session, shared by `ihuman render` and the live engine.
 
-    LowResStage   audio windows + motion latents -> LR-A2V (k Euler steps, or the mean of
-                  K one-step draws) -> new LR latents
+    LowResStage   audio windows + motion latents -> LR-A2V (k Euler steps from the still
+                  reference) -> new LR latents
                   -> LR decode -> pose head                     (CUDA stream A | CPU thread A)
-    RefineStage   pose tensor P' + degraded LR latent -> PG-Refiner (1 step)
+    RefineStage   pose tensor P' + degraded LR latent -> PG-Refiner (1 step from the LR latent)
                   -> HR decode -> frames                        (CUDA stream B | CPU thread B)
 
 The live engine runs them as two workers, so segment n + 1's low-res work
 overlaps segment n's refinement. The LR decode and the pose head sit in the
-first stage (DESIGN.md draws them in the second): there they balance the two
+first stage (docs/design.md draws them in the second): there they balance the two
 workers' compute (the HR decode alone outweighs LR-A2V on a CPU), and the
 decoded LR frames, the fallback when the refiner is late, exist as soon as the
 first stage ends. The stages share nothing mutable. Each keeps its own
@@ -27,7 +27,7 @@ from torch import Tensor
 
 from engine.config import Config
 from engine.data.pose_tensor import pose_tensor
-from engine.flow import averaged_draws, euler_sample, sampling_times
+from engine.flow import euler_sample, sampling_times
 from engine.media.image import fit_image
 from engine.models.degradation import degrade_latent, inference_degradation
 from engine.models.lr_a2v import LRConditions
@@ -44,33 +44,34 @@ class GenerationSettings:
 
     lr_steps: int  # Euler steps of LR-A2V per segment
     refiner_steps: int  # Euler steps of the refiner (1 once distilled)
-    lr_draws: int = 1  # LR-A2V noise draws averaged per segment (config.flow.lr_draws)
     seed: int = 0  # noise of both stages
     text: str | None = None  # optional prompt for both generators
 
     def __post_init__(self) -> None:
-        for name in ("lr_steps", "refiner_steps", "lr_draws"):
+        for name in ("lr_steps", "refiner_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     @classmethod
     def from_config(cls, config: Config, **overrides: object) -> GenerationSettings:
         f = config.flow
-        values = {"lr_steps": f.lr_steps, "refiner_steps": f.refiner_steps, "lr_draws": f.lr_draws}
+        values = {"lr_steps": f.lr_steps, "refiner_steps": f.refiner_steps}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
 class Reference:
-    """The reference image's latents at both resolutions (computed once per session): the prefix,
-    and the LR stream's still history — the picture held still for `segment.motion_latents`
-    latents, which the first segment continues (LR-A2V always trains with motion latents from
-    video, so a start from this history is one it knows; a start from the prefix alone is not)."""
+    """The reference image's latents at both resolutions (computed once per session): the prefix;
+    the LR stream's history — the picture held still for `segment.motion_latents` latents, which
+    the first segment continues (LR-A2V always trains with motion latents from video, so a start
+    from this history is one it knows; a start from the prefix alone is not); and the still latent
+    LR-A2V's estimates start from (VideoAutoencoder.still_latent)."""
 
     lr_prefix: Tensor  # [1, C, 1, h, w]
     hr_prefix: Tensor  # [1, C, 1, H, W]
-    lr_still: Tensor  # [1, C, M, h, w]
+    lr_history: Tensor  # [1, C, M, h, w]
+    lr_still: Tensor  # [1, C, 1, h, w]
 
     @classmethod
     @torch.no_grad()
@@ -79,8 +80,14 @@ class Reference:
         cfg, device = parts.config, parts.device
         lr = fit_image(image, cfg.lr.width, cfg.lr.height)[None].to(device)
         hr = fit_image(image, cfg.hr.width, cfg.hr.height)[None].to(device)
-        still = parts.vae.encode_still(lr, cfg.segment.motion_latents)  # the prefix, then M still latents
-        return cls(lr_prefix=still[:, :, :1], hr_prefix=parts.vae.encode_image(hr), lr_still=still[:, :, 1:])
+        M = cfg.segment.motion_latents
+        still = parts.vae.encode_still(lr, max(2, M))  # the prefix, then still latents (settled from 2)
+        return cls(
+            lr_prefix=still[:, :, :1],
+            hr_prefix=parts.vae.encode_image(hr),
+            lr_history=still[:, :, 1 : 1 + M],
+            lr_still=still[:, :, -1:],
+        )
 
 
 def _keep_last(history: Tensor, new: Tensor, count: int) -> Tensor:
@@ -123,42 +130,31 @@ class LowResStage:
     def __init__(self, parts: Parts, reference: Reference, settings: GenerationSettings) -> None:
         cfg, device = parts.config, parts.device
         self.config, self.parts, self.model = cfg, parts, parts.lr_a2v
-        self.prefix = reference.lr_prefix
+        self.prefix, self.still = reference.lr_prefix, reference.lr_still
         self.text = tokenize([settings.text], cfg.text, device)
-        self.steps, self.draws = settings.lr_steps, settings.lr_draws
+        self.steps = settings.lr_steps
         self.guidance = self.model.guidance()
         self.generator = torch.Generator(device).manual_seed(settings.seed)
-        self.motion = reference.lr_still  # the last M latents: at first the still history
-        self.decoder = _primed_decoder(parts, torch.cat([reference.lr_prefix, reference.lr_still], dim=2))
+        self.motion = reference.lr_history  # the last M latents: at first the still history
+        self.decoder = _primed_decoder(parts, torch.cat([reference.lr_prefix, reference.lr_history], dim=2))
 
     @torch.no_grad()
-    def generate(
-        self, seg: Segment, audio: Tensor, steps: int | None = None, draws: int | None = None
-    ) -> Tensor:
+    def generate(self, seg: Segment, audio: Tensor, steps: int | None = None) -> Tensor:
         """audio windows [1, M + N, A, D] -> the segment's new LR latents [1, C, N, h, w].
 
-        steps, draws: Euler steps and noise draws for this segment (default: the session's); the
-        live engine lowers them when it must degrade. Draws are averaged one-step samples
-        (config.flow.lr_draws), run as one batch; with more steps there is one.
+        steps: Euler steps for this segment (default: the session's); the live engine lowers them
+        when it must degrade.
         """
         motion = self.motion[:, :, self.motion.shape[2] - seg.motion_latents :]
         if motion.shape[2] != seg.motion_latents:
             raise ValueError(
                 f"segment {seg.index} needs {seg.motion_latents} motion latents; segments run in order"
             )
-        steps = steps or self.steps
-        draws = averaged_draws(steps, draws or self.draws)
-        cond = LRConditions(prefix=self.prefix, motion=motion, audio=audio, text=self.text)
-        cond = LRConditions.cat([cond] * draws) if draws > 1 else cond
+        cond = LRConditions(prefix=self.prefix, motion=motion, audio=audio, text=self.text, still=self.still)
         C, (h, w) = self.config.latent_channels, self.config.lr_latent_grid
-        # Antithetic pairs (z, -z): the part of the sample that is linear in the noise cancels
-        # exactly in each pair's mean, which independent draws only shrink by 1/K.
-        fresh = torch.randn(
-            (draws + 1) // 2, C, seg.new_latents, h, w, generator=self.generator, device=self.prefix.device
-        )
-        noise = torch.cat([fresh, -fresh[: draws // 2]])
-        times = sampling_times(steps, self.config.flow.lr_time_shift, self.prefix.device)
-        latents = euler_sample(self.model.velocity(cond, self.guidance), noise, times).mean(0, keepdim=True)
+        noise = torch.randn(1, C, seg.new_latents, h, w, generator=self.generator, device=self.prefix.device)
+        times = sampling_times(steps or self.steps, self.config.flow.lr_time_shift, self.prefix.device)
+        latents = euler_sample(self.model.velocity(cond, self.guidance), noise, times)
         self.motion = _keep_last(self.motion, latents, self.config.segment.motion_latents)
         return latents
 
@@ -170,11 +166,9 @@ class LowResStage:
         points, _ = self.parts.pose(frames)  # [T, K, 2]
         return DecodedLowRes(latents=latents, frames=frames, keypoints=points)
 
-    def run(
-        self, seg: Segment, audio: Tensor, steps: int | None = None, draws: int | None = None
-    ) -> DecodedLowRes:
+    def run(self, seg: Segment, audio: Tensor, steps: int | None = None) -> DecodedLowRes:
         """generate + decode: one segment of the first stage."""
-        return self.decode(self.generate(seg, audio, steps, draws))
+        return self.decode(self.generate(seg, audio, steps))
 
 
 class RefineStage:
@@ -201,7 +195,12 @@ class RefineStage:
         pose = pose_tensor(low.keypoints.float().cpu(), Wp, Hp)[None].to(low.latents)  # [1, 8, T, Hp, Wp]
         degraded = degrade_latent(low.latents, self.sigma, self.noise_level, self.generator)
         cond = RefinerConditions(
-            prefix=self.prefix, motion=self.motion, lr=degraded, pose=pose, text=self.text
+            prefix=self.prefix,
+            motion=self.motion,
+            lr=degraded,
+            pose=pose,
+            text=self.text,
+            lr_clean=low.latents,
         )
         C, (H, W) = cfg.latent_channels, cfg.hr_latent_grid
         noise = torch.randn(

@@ -37,7 +37,6 @@ class SessionStats:
     degrade_level: int
     degrade_changes: int
     lr_steps: int
-    lr_draws: int
     refiner: bool
     av_offset_ms: float | None  # measured at the output: (audio time - pts) - (video time - pts)
     stage_ms: dict[str, dict[str, float] | None]  # per stage, per segment

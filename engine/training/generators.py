@@ -15,6 +15,10 @@ exactly as the live engine meets them:
 - the refiner's pose tensor comes from the ground-truth keypoints or, for
   half of the batches, from the pose head on the LR frames — what it gets at
   inference — so it learns to use both (and to survive the head's errors).
+
+No loss reads the mouth through a learned reader: LR-A2V's lip term compares decoded pixels
+around the lips with the true frames (LRA2VTask.mouth_loss), so the mouth readers stay judges
+that the training never optimises.
 """
 
 from __future__ import annotations
@@ -34,16 +38,21 @@ from engine.config import Config
 from engine.data import keypoints as kp
 from engine.data.dataset import WindowSpec
 from engine.data.pose_tensor import pose_tensor
-from engine.flow import euler_sample, sample_training_time, sampling_times
+from engine.flow import euler_sample, sample_training_time, sampling_times, velocity_from_estimate
 from engine.media.image import cover
 from engine.models.degradation import degrade_latent, sample_degradation
 from engine.models.hand_reward import HandEvaluator
-from engine.models.lr_a2v import LRConditions
 from engine.models.refiner import PGRefiner, RefinerConditions
 from engine.models.text import tokenize
 from engine.parts import REQUIRED, Parts
 from engine.randomness import randn
-from engine.training.steps import LRA2VBatch, RefinerBatch, StepResult, lr_a2v_step, refiner_step
+from engine.training.steps import (
+    LRA2VBatch,
+    RefinerBatch,
+    lr_a2v_step,
+    lr_conditions,
+    refiner_step,
+)
 from engine.training.task import Task
 from engine.training.tasks import clip_with_reference, psnr
 
@@ -56,14 +65,13 @@ MOTION_NOISE = 0.2
 # sees whether it opens with the audio. Its cells weigh this much more (a Gaussian as wide as the
 # eyes are apart).
 MOUTH_LOSS_WEIGHT = 10.0
-# The flow loss alone hardly teaches LR-A2V to open the mouth with the audio (held-out mouth audio
-# gain 0.0003 of a 1.17 loss after 1,500 steps; lip sync r = 0.10): the audio explains a few
-# percent of the mouth cells' variance. The lip loss asks it directly (LRA2VTask.lip_loss). Weight
-# 12 over 1,000 steps gave r = 0.64, weight 4 from the same start 0.59 halfway and 0.16 at the end
-# (4 held-out characters x 8 s, audio guidance 2); weight 20 for 600 more steps 0.46. It costs
-# picture quality: held-out flow loss 0.50 without it, 0.82 with it (0.81 with the sampled term).
-LIP_LOSS_WEIGHT = 12.0
-LIP_CROP_CELLS = 12  # side of the decoded latent window around the lips (the reader's crop + margin)
+# The mouth is the part of the picture the audio decides, and a small share of every latent: a
+# pixel term on the decoded lips (LRA2VTask.mouth_loss) asks for it directly. It compares pixels
+# with the true frames, so it cannot be met by anything but the mouth (a lip loss that read the
+# mouth with a frozen reader was met partly by swinging the whole frame's colour).
+MOUTH_PIXEL_WEIGHT = 4.0
+LIP_CROP_CELLS = 12  # side of the decoded latent window around the lips
+LIP_CROP_MARGIN = 2  # cells at the window's edge left out of the pixel term (the decoder's padding)
 PREDICTED_POSE_RATE = 0.5  # share of refiner batches guided by the pose head instead of the truth
 EVAL_TIMES = (0.25, 0.5, 0.75)  # flow times of the held-out loss (fixed, so runs compare)
 
@@ -98,8 +106,8 @@ def _trainable_copy(module: nn.Module, config: Config, part: str) -> nn.Module:
 def build_generator_task(name: str, config: Config, spec_size: tuple[int, int], bundle: Path | None) -> Task:
     """lr-a2v, refiner, distill or hand-refl, with the parts it reads from the bundle."""
     w, h = spec_size
-    if name == "lr-a2v":  # the pose head's mouth reader scores the lips (LRA2VTask.lip_loss)
-        parts, _ = trained_parts(config, bundle, ("vae", "audio", "pose"))
+    if name == "lr-a2v":
+        parts, _ = trained_parts(config, bundle, ("vae", "audio"))
         task: Task = LRA2VTask(name, "lr_a2v", parts.lr_a2v.train(), {}, _spec(LRA2VTask, config, w, h))
     elif name == "refiner":
         parts, _ = trained_parts(config, bundle, ("vae", "pose"))
@@ -156,7 +164,7 @@ class LRA2VTask(Task):
     parts: Parts
 
     def frozen(self) -> list[nn.Module]:
-        return [self.parts.vae, self.parts.audio, self.parts.pose]
+        return [self.parts.vae, self.parts.audio]
 
     @staticmethod
     def window_frames(config: Config) -> int:
@@ -183,8 +191,9 @@ class LRA2VTask(Task):
             start_of_stream = bool(torch.rand(()) < STREAM_START_RATE)
         first_new = 1 + s.motion_latents
         motion = latents[:, :, 1:first_new]
+        still = self.parts.vae.encode_still(batch["reference"], max(2, s.motion_latents))  # stages.Reference
         if start_of_stream:
-            motion = self.parts.vae.encode_still(batch["reference"], s.motion_latents)[:, :, 1:]
+            motion = still[:, :, 1:first_new]
         B = latents.shape[0]
         if self.model.training:
             strength = MOTION_NOISE * torch.rand(B, 1, 1, 1, 1, device=motion.device)
@@ -195,6 +204,7 @@ class LRA2VTask(Task):
             target=latents[:, :, first_new:],
             audio=windows,
             text=tokenize([None] * B, cfg.text, latents.device),
+            still=still[:, :, -1:],
             weight=mouth_weight(batch["points"][:, left:], latents.shape[-2:], cfg.lr.width, cfg.lr.height),
         )
 
@@ -208,13 +218,12 @@ class LRA2VTask(Task):
     def sample(
         self, data: LRA2VBatch, grad: bool, g: torch.Generator | None = None, steps: int | None = None
     ) -> Tensor:
-        """New latents sampled as the engine does, but for guidance and draws: `steps` (default: the
+        """New latents sampled as the engine does, but without guidance: `steps` (default: the
         config's lr_steps) Euler steps of the conditional velocity from one noise draw (the engine
-        adds audio guidance on top, a second prediction per step that training does not pay for,
-        and averages config.flow.lr_draws one-step draws), with gradients through
-        the last step only (reward feedback learning's truncation: the earlier steps' graph would
-        cost memory for little signal)."""
-        cond = LRConditions(prefix=data.prefix, motion=data.motion, audio=data.audio, text=data.text)
+        adds audio guidance, a second estimate per step that training does not pay for), with
+        gradients through the last step only (reward feedback learning's truncation: the earlier
+        steps' graph would cost memory for little signal). One step is the estimate at t = 0."""
+        cond = lr_conditions(data)
         cfg = self.parts.config
         times = sampling_times(steps or cfg.flow.lr_steps, cfg.flow.lr_time_shift).tolist()
         z = randn(data.target.shape, generator=g, device=data.target.device)
@@ -222,23 +231,16 @@ class LRA2VTask(Task):
             last = i == len(times) - 2
             with torch.set_grad_enabled(grad and last):
                 t = torch.full((z.shape[0],), t0, device=z.device)
-                z = z + (t1 - t0) * self.model(z, t, cond)
+                z = z + (t1 - t0) * velocity_from_estimate(self.model(z, t, cond), z, t)
         return z
 
-    @staticmethod
-    def one_step_estimate(data: LRA2VBatch, result: StepResult) -> Tensor:
-        """The clean new latents one Euler step to t = 1 from the noised input: `z_t + (1 - t) v`."""
-        new = data.target.shape[2]
-        t = result.t.view(-1, 1, 1, 1, 1)
-        return result.noised[:, :, -new:] + (1 - t) * result.velocity[:, :, -new:]
+    def mouth_windows(self, data: LRA2VBatch, latents: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
+        """The pixels around the lips of new latents [B, C, N, h, w], decoded after the window's
+        prefix and motion latents: frames [B, 3, T, S, S] and the window's pixel corners [B, 2]
+        (x, y), from the lips of `points` [B, T, K, 2].
 
-    def mouth_reading(self, data: LRA2VBatch, latents: Tensor, points: Tensor) -> Tensor:
-        """The mouth opening [B, T] the frozen reader sees on new latents [B, C, N, h, w], decoded
-        after the window's prefix and motion latents, at the lips `points` [B, T, K, 2].
-
-        Only a window of LIP_CROP_CELLS latent cells around the lips is decoded (a convolutional
-        decoder; at 12 cells the reading equals the whole frame's), a fraction of the cost of
-        whole frames."""
+        Only a window of LIP_CROP_CELLS latent cells is decoded (a convolutional decoder), a
+        fraction of the cost of whole frames."""
         cfg = self.parts.config
         B, T = points.shape[:2]
         stride, (h, w) = cfg.time.vae_spatial_stride, latents.shape[-2:]
@@ -246,61 +248,43 @@ class LRA2VTask(Task):
         lips = kp.to_pixels(points[:, :, kp.LIPS].mean((1, 2)), cfg.lr.width, cfg.lr.height) / stride
         x0 = (lips[:, 0] - size / 2).round().long().clamp(0, w - size)
         y0 = (lips[:, 1] - size / 2).round().long().clamp(0, h - size)
-        # The lips in the window's own canvas units (height 1, x from its centre).
-        side = size * stride
-        pixels = kp.to_pixels(points, cfg.lr.width, cfg.lr.height)
-        pixels = pixels - torch.stack((x0, y0), -1)[:, None, None].to(pixels) * stride
-        local = (torch.stack((pixels[..., 0] - side / 2, pixels[..., 1]), -1) / side).flatten(0, 1)
         window = torch.cat([data.prefix, data.motion, latents], dim=2)
         window = torch.stack([window[i, :, :, y0[i] : y0[i] + size, x0[i] : x0[i] + size] for i in range(B)])
-        frames = self.parts.vae.decode(window)[:, :, -T:].transpose(1, 2).flatten(0, 1)
-        bound = cfg.lr.height / 2  # the crop bound of whole LR frames, not of the window
-        return self.parts.pose.mouth_opening(frames.clamp(0, 1), local, bound).view(B, T)
+        frames = self.parts.vae.decode(window)[:, :, -T:]
+        return frames, torch.stack((x0, y0), -1) * stride
 
-    def lip_loss(self, data: LRA2VBatch, clean: Tensor, points: Tensor, truth: Tensor) -> Tensor:
-        """MSE [B] between the mouth opening the frozen reader sees on generated new latents `clean`
-        (mouth_reading) and the ground-truth opening `truth` [B, T] of the new frames.
+    def mouth_loss(self, data: LRA2VBatch, latents: Tensor, points: Tensor, truth: Tensor) -> Tensor:
+        """L1 [B] between the decoded lips of new latents (mouth_windows) and the same pixels of the
+        true frames `truth` [B, T, 3, H, W], inside a margin of LIP_CROP_MARGIN cells.
 
-        `loss` applies it twice. To the one-step clean estimate at the training flow time
-        (one_step_estimate), which shapes every time the sampler passes through; and to a sample made
-        like the engine's (`sample`: lr_steps Euler steps, without guidance), close to what lip sync
-        is measured on: the estimate term alone taught LR-A2V to listen (r -0.10 -> 0.60) but left the
-        sample's mouth behind; with both, fine-tuning took r from 0.56 to 0.76 (12 held-out
-        characters). Training the sample with the engine's audio guidance (two predictions a step)
-        did not help: 0.74 after 600 steps, against 0.73 without it.
-
-        The target is the truth, not the reader on the real latents' reconstruction (as before):
-        the autoencoder softens the mouth, so the reconstruction's reading follows the truth at
-        r = 0.83-0.90 only and reads it less open; a generator taught that reading inherits its
-        error. From the shipped weights, 600 steps against the truth gave r = 0.764 / 0.782 (12 / 24
-        held-out characters) where the reconstruction target gave 0.73 / 0.745 (0.737 / 0.760 with
-        the guided sample); 600 more against the truth 0.747 / 0.772: about 0.03 over its control,
-        not yet 0.8. The demo bundle ships the first of those runs (its last 600 steps against the
-        truth), sampled with one Euler step: 0.776 / 0.791; with the mean of an antithetic pair of
-        one-step draws (config.flow.lr_draws) 0.792 / 0.807. The generator now makes mouths the
-        reader reads as open as the truth; the flow loss keeps them on the data.
-
-        The estimate term has the same weight at every flow time; at small t the estimate is an
-        average of the possible frames, and a weight growing with t may cost the picture less (not
-        tried).
-        """
-        return (self.mouth_reading(data, clean, points) - truth).pow(2).mean(1)
+        `loss` applies it to the clean estimate at the training flow time, which shapes every time
+        the sampler passes through, and to a sample made like the engine's (`sample`), what is
+        shown. Pixels against the truth cannot be met by moving anything but the mouth."""
+        frames, corners = self.mouth_windows(data, latents, points)
+        side, stride = frames.shape[-1], self.parts.config.time.vae_spatial_stride
+        m = min(LIP_CROP_MARGIN, (side // stride - 1) // 2) * stride  # a small window keeps its middle
+        true = torch.stack(
+            [truth[i, :, :, y : y + side, x : x + side] for i, (x, y) in enumerate(corners.tolist())]
+        ).transpose(1, 2)  # [B, 3, T, S, S]
+        error = (frames.clamp(0, 1) - true)[..., m : side - m, m : side - m].abs()
+        return error.mean((1, 2, 3, 4))
 
     def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
         data = self.make_batch(batch)
         result = lr_a2v_step(self.model, data)
-        points, truth = self.new_frames(batch["points"]), self.new_frames(batch["mouth_open"])
-        # Without audio (dropout) the opening cannot be known: no lip loss for those samples.
+        points, truth = self.new_frames(batch["points"]), self.new_frames(batch["frames"])
+        # Without audio (dropout) the mouth cannot be known: no mouth term for those samples.
         listened = result.keep["audio"].float()
-        lips = self.lip_loss(data, self.one_step_estimate(data, result), points, truth)
-        lips = (lips * listened).sum() / listened.sum().clamp_min(1)
-        sampled = self.lip_loss(data, self.sample(data, grad=True), points, truth).mean()  # always hears
+        new = data.target.shape[2]
+        mouth = self.mouth_loss(data, result.estimate[:, :, -new:], points, truth)
+        mouth = (mouth * listened).sum() / listened.sum().clamp_min(1)
+        sampled = self.mouth_loss(data, self.sample(data, grad=True), points, truth).mean()  # always hears
         stats = {
             "flow": float(result.loss.detach()),
-            "lip_mse": float(lips.detach()),
-            "lip_sample_mse": float(sampled.detach()),
+            "mouth_l1": float(mouth.detach()),
+            "mouth_sample_l1": float(sampled.detach()),
         }
-        return result.loss + LIP_LOSS_WEIGHT * (lips + sampled), stats
+        return result.loss + MOUTH_PIXEL_WEIGHT * (mouth + sampled), stats
 
     @torch.no_grad()
     def evaluate(self, batches: list[dict]) -> dict[str, float]:
@@ -423,7 +407,12 @@ class DistillTask(RefinerTask):
         sigma, noise_level = sample_degradation(B, cfg.degradation, g, str(data.target.device))
         degraded = degrade_latent(data.lr, sigma, noise_level, g)
         return RefinerConditions(
-            prefix=data.prefix, motion=data.motion, lr=degraded, pose=data.pose, text=data.text
+            prefix=data.prefix,
+            motion=data.motion,
+            lr=degraded,
+            pose=data.pose,
+            text=data.text,
+            lr_clean=data.lr,
         )
 
     def _decode(self, prefix: Tensor, latents: Tensor) -> Tensor:
@@ -441,7 +430,7 @@ class DistillTask(RefinerTask):
                 self.teacher.velocity(cond), noise, sampling_times(self.teacher_steps, shift)
             )
         t0 = torch.zeros(noise.shape[0], device=noise.device)
-        student = noise + self.model(noise, t0, cond)  # one Euler step from t = 0 to 1
+        student = self.model(noise, t0, cond)  # one Euler step from t = 0 lands on the estimate
         return student, teacher, cond
 
     def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:

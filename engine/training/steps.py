@@ -3,7 +3,9 @@
 Both follow the streaming layout: the sequence is `[prefix | motion | new]`,
 the whole window is put on the flow path with per-frame time (1 for the clean
 prefix and motion frames, so they come out bit-identical), and the loss weights
-the prefix and motion frames by 0.
+the prefix and motion frames by 0. The models estimate clean latents; the loss compares the
+velocity of that estimate with the velocity of the true latents on the same path
+(engine.flow.velocity_from_estimate), flow matching's velocity loss as Li & He train x-prediction.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from torch import Tensor
 
 from engine.config import FlowConfig
-from engine.flow import flow_matching_loss, noise_frames, sample_training_time, velocity_target
+from engine.flow import flow_matching_loss, noise_frames, sample_training_time, velocity_from_estimate
 from engine.models.conditions import SegmentConditions
 from engine.models.degradation import degrade_latent, sample_degradation
 from engine.models.lr_a2v import LRA2V, LRConditions
@@ -34,6 +36,7 @@ class LRA2VBatch:
     target: Tensor  # [B, C, N, h, w] latents of the segment to generate
     audio: Tensor  # [B, M + N, A, D] audio windows of motion and new frames
     text: TextTokens
+    still: Tensor  # [B, C, 1, h, w] the reference as a still video's latent (the estimate's start)
     weight: Tensor | None = None  # [B, 1, 1, h, w] loss weight per latent cell (e.g. the mouth's)
 
 
@@ -44,7 +47,7 @@ class RefinerBatch:
     prefix: Tensor  # [B, C, 1, H, W] reference latent at HR
     motion: Tensor  # [B, C, M, H, W] HR latents before the chunk
     target: Tensor  # [B, C, N, H, W] HR latents to generate
-    lr: Tensor  # [B, C, N, h, w] LR latents of the same frames (degraded here)
+    lr: Tensor  # [B, C, N, h, w] LR latents of the same frames (start of the estimate; degraded: a condition)
     pose: Tensor  # [B, 8, s*N, Hp, Wp] pose tensor of the chunk's video frames
     text: TextTokens
 
@@ -54,7 +57,7 @@ class StepResult:
     loss: Tensor  # scalar
     t: Tensor  # [B] flow time of the new frames
     noised: Tensor  # [B, C, P+M+N, H, W] the whole window on the flow path
-    velocity: Tensor  # [B, C, P+M+N, H, W] the model's predicted velocity of it
+    estimate: Tensor  # [B, C, P+M+N, H, W] the model's clean estimate of it
     keep: Mapping[str, Tensor]  # per-condition keep masks [B] after dropout
 
 
@@ -85,12 +88,23 @@ def _flow_step(
             generator=generator,
             device=target.device,
         )
-    z_t = noise_frames(z1, eps, layout.frame_times(t))
-    pred = model(z_t[:, :, layout.context :], t, cond, all_frames=True)  # [B, C, P+M+N, H, W]
+    times = layout.frame_times(t)
+    z_t = noise_frames(z1, eps, times)
+    estimate = model(z_t[:, :, layout.context :], t, cond, all_frames=True)  # [B, C, P+M+N, H, W]
     loss = flow_matching_loss(
-        pred, velocity_target(z1, eps), layout.loss_weights(target.device), spatial_weight
+        velocity_from_estimate(estimate, z_t, times),
+        velocity_from_estimate(z1, z_t, times),
+        layout.loss_weights(target.device),
+        spatial_weight,
     )
-    return StepResult(loss=loss, t=t, noised=z_t, velocity=pred, keep=keep)
+    return StepResult(loss=loss, t=t, noised=z_t, estimate=estimate, keep=keep)
+
+
+def lr_conditions(batch: LRA2VBatch) -> LRConditions:
+    """The batch's conditions, all kept."""
+    return LRConditions(
+        prefix=batch.prefix, motion=batch.motion, audio=batch.audio, text=batch.text, still=batch.still
+    )
 
 
 def lr_a2v_step(
@@ -107,8 +121,7 @@ def lr_a2v_step(
     """
     cfg = model.config
     keep = sample_keep(batch.target.shape[0], lr_a2v_rates(cfg.dropout), generator, batch.target.device)
-    cond = LRConditions(prefix=batch.prefix, motion=batch.motion, audio=batch.audio, text=batch.text)
-    cond = cond.drop(keep)
+    cond = lr_conditions(batch).drop(keep)
     shift = cfg.flow.lr_time_shift
     return _flow_step(model, cond, batch.target, keep, shift, cfg.flow, generator, noise, t, batch.weight)
 
@@ -132,7 +145,12 @@ def refiner_step(
     degraded = degrade_latent(batch.lr, sigma, noise_level, generator)
     keep = sample_keep(B, refiner_rates(cfg.dropout), generator, batch.target.device)
     cond = RefinerConditions(
-        prefix=batch.prefix, motion=batch.motion, lr=degraded, pose=batch.pose, text=batch.text
+        prefix=batch.prefix,
+        motion=batch.motion,
+        lr=degraded,
+        pose=batch.pose,
+        text=batch.text,
+        lr_clean=batch.lr,
     ).drop(keep)
     shift = cfg.flow.refiner_time_shift
     return _flow_step(model, cond, batch.target, keep, shift, cfg.flow, generator, noise, t)

@@ -23,14 +23,16 @@ from engine.data import keypoints as kp
 from engine.data.dataset import ClipGroupedSampler, ClipWindows, ProceduralWindows, Shuffled, WindowSpec
 from engine.data.hand_pairs import HandPairs
 from engine.exceptions import ConfigError
+from engine.models.degradation import gaussian_blur
 from engine.models.hand_reward import HandEvaluator
+from engine.models.mouth_judge import MouthJudge
 from engine.models.pose import PoseHead, pose_loss
 from engine.models.vae import VideoAutoencoder
-from engine.randomness import rand
+from engine.randomness import rand, randn
 from engine.training.task import Task
 
 HELD_OUT_SEED = 1_000_000  # evaluation characters start here; training seeds stay below
-PART_TASKS = ("vae", "pose", "audio", "hand-evaluator")  # trained on their own
+PART_TASKS = ("vae", "pose", "audio", "hand-evaluator", "mouth-judge")  # trained on their own
 GENERATOR_TASKS = ("lr-a2v", "refiner", "distill", "hand-refl")  # read trained parts from the bundle
 TASKS = (*PART_TASKS, "mouth", *GENERATOR_TASKS)  # mouth: the pose head's reader, on the trained head
 
@@ -253,6 +255,52 @@ class MouthTask(Task):
         return result
 
 
+JUDGE_BLUR_MAX = 1.5  # LR pixels: the judge also reads frames blurred by up to this (generated ones are soft)
+JUDGE_NOISE_MAX = 0.04  # and noised by up to this std
+JUDGE_JITTER = 0.25  # brightness and contrast changes of up to this share, per frame and channel
+
+
+def photometric_jitter(frames: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Rendered frames [N, 3, H, W] as a generator might show them: a per-frame Gaussian blur of
+    0..JUDGE_BLUR_MAX pixels, colour gain and offset per channel, and noise."""
+    n, device = frames.shape[0], frames.device
+    sigma = rand((n,), generator=generator, device=device) * JUDGE_BLUR_MAX
+    blurred = gaussian_blur(frames[:, :, None], sigma)[:, :, 0]
+    u = rand((3, n, 3, 1, 1), generator=generator, device=device) * 2 - 1
+    gain, offset = 1 + JUDGE_JITTER * u[0], JUDGE_JITTER / 2 * u[1]
+    noise = u[2].abs() * JUDGE_NOISE_MAX * randn(frames.shape, generator=generator, device=device)
+    return (blurred * gain + offset + noise).clamp(0, 1)
+
+
+class MouthJudgeTask(Task):
+    """The mouth judge (models/mouth_judge.py) on rendered frames only: L1 to the true opening, crops
+    at the true lips jittered as the pose head errs (the evaluations place them with its keypoints),
+    frames jittered photometrically. Evaluated on held-out rendered frames, as they are and jittered."""
+
+    def _read(self, batch: dict, jitter: bool, generator: torch.Generator | None = None) -> Tensor:
+        frames = batch["frames"].flatten(0, 1)
+        if jitter:
+            frames = photometric_jitter(frames, generator)
+        points = jitter_mouth(batch["points"].flatten(0, 1), self.spec.height, generator)
+        return self.model.read(frames, points)
+
+    def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
+        return F.l1_loss(self._read(batch, jitter=True), batch["mouth_open"].flatten()), {}
+
+    @torch.no_grad()
+    def evaluate(self, batches: list[dict]) -> dict[str, float]:
+        self.model.eval()
+        g = torch.Generator().manual_seed(0)
+        truth = torch.cat([b["mouth_open"].flatten() for b in batches])
+        result = {}
+        for suffix, jitter in (("", False), ("_jittered", True)):
+            read = torch.cat([self._read(b, jitter, g) for b in batches])
+            result[f"held_out_mouth_corr{suffix}"] = float(torch.corrcoef(torch.stack((read, truth)))[0, 1])
+            result[f"held_out_mouth_l1{suffix}"] = float((read - truth).abs().mean())
+        self.model.train()
+        return result
+
+
 class AudioTask(Task):
     """Pretext: predict the ground-truth mouth opening of each frame from the audio alone."""
 
@@ -305,6 +353,12 @@ class HandEvaluatorTask(Task):
         }
 
 
+FRAME_TASKS: dict[str, tuple[type[Task], str, type[nn.Module]]] = {
+    "pose": (PoseTask, "pose", PoseHead),
+    "mouth-judge": (MouthJudgeTask, "mouth_judge", MouthJudge),
+}
+
+
 def build_task(
     name: str,
     config: Config,
@@ -330,8 +384,9 @@ def build_task(
         task = VAETask(name, "vae", VideoAutoencoder(config), {}, spec)
         task.crop, task.half_scale = crop, half_scale
         return task
-    if name == "pose":
-        return PoseTask(name, "pose", PoseHead(config), {}, WindowSpec(frames=4, width=w, height=h))
+    if name in FRAME_TASKS:  # a model of its own on windows of 4 frames
+        task_class, part, builder = FRAME_TASKS[name]
+        return task_class(name, part, builder(config), {}, WindowSpec(frames=4, width=w, height=h))
     if name == "mouth":
         head = _trained_pose(bundle)
         head.requires_grad_(False).mouth.requires_grad_(True)

@@ -13,9 +13,11 @@ from engine.parts import Parts
 from engine.render import RenderOptions, render
 from ihuman.cli import main
 from tests.engine.media.test_audio_file import write_wav
+from tests.factories import randomize_
 
 TINY = get_preset("tiny")
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "procedural" / "clip_001000"
+PHOTOS = Path(__file__).parents[1] / "fixtures" / "photos"
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +26,14 @@ def parts() -> Parts:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The fixture clip's first frame as a PNG."""
+def reference() -> Path:
+    """A real portrait (public domain; tests/fixtures/photos/README.md): the face is framed."""
+    return PHOTOS / "astronaut.jpg"
+
+
+@pytest.fixture(scope="module")
+def procedural(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture clip's first frame as a PNG: a procedural character, framed already."""
     path = tmp_path_factory.mktemp("ref") / "reference.png"
     with av.open(str(FIXTURE / "video.mkv")) as container:
         next(container.decode(video=0)).to_image().save(path)
@@ -96,13 +104,26 @@ def test_any_length_gets_one_frame_per_started_40_ms(
 
 
 def test_same_seed_same_video_other_seed_other_video(parts: Parts, reference: Path, tmp_path: Path) -> None:
+    """With generators that use their noise (randomised weights); fresh ones stream the still picture
+    whatever the noise, so the seed changes nothing."""
     wav = write_wav(tmp_path / "a.wav", np.zeros(16_000), 16_000)
-    videos = []
-    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        render(parts, reference, wav, tmp_path / f"{name}.mp4", RenderOptions(seed=seed))
-        videos.append(np.stack(_read_mp4(tmp_path / f"{name}.mp4")[1]))
-    assert np.array_equal(videos[0], videos[1])
-    assert not np.array_equal(videos[0], videos[2])
+    trained = Parts.random(TINY, seed=3)
+    randomize_(trained.lr_a2v, std=0.02)
+    randomize_(trained.refiner, std=0.02)
+    videos = {}
+    for name, seed, which in (
+        ("a", 1, trained),
+        ("b", 1, trained),
+        ("c", 2, trained),
+        ("d", 1, parts),
+        ("e", 2, parts),
+    ):
+        render(which, reference, wav, tmp_path / f"{name}.mp4", RenderOptions(seed=seed))
+        videos[name] = np.stack(_read_mp4(tmp_path / f"{name}.mp4")[1])
+    assert np.array_equal(videos["a"], videos["b"])
+    assert not np.array_equal(videos["a"], videos["c"])
+    # (the same up to float rounding of z + (x - z): a grey level at most)
+    assert np.abs(videos["d"].astype(int) - videos["e"].astype(int)).max() <= 1
 
 
 def test_empty_audio_is_refused_and_leaves_no_file(parts: Parts, reference: Path, tmp_path: Path) -> None:
@@ -121,6 +142,7 @@ def test_cli_reports_bad_inputs_clearly(
         (["--image", str(tmp_path / "notes.txt"), "--audio", str(wav)], "not an image format"),
         (["--image", str(reference), "--audio", str(tmp_path / "notes.txt")], "not an audio format"),
         (["--image", str(tmp_path / "none.png"), "--audio", str(wav)], "no such file"),
+        (["--image", str(PHOTOS / "camera.jpg"), "--audio", str(wav)], "no face found"),
     ]
     for args, message in cases:
         code = main(["render", *args, "--out", str(tmp_path / "o.mp4"), "--random-weights"])
@@ -138,3 +160,14 @@ def test_cli_without_a_bundle_says_what_to_pass(
     )
     assert code == 2
     assert "--random-weights" in capsys.readouterr().err
+
+
+def test_a_picture_without_a_face_renders_with_the_check_off(
+    parts: Parts, procedural: Path, tmp_path: Path
+) -> None:
+    wav = write_wav(tmp_path / "a.wav", np.zeros(8000), 16_000)
+    with pytest.raises(MediaError, match=r"no face found.*--no-face-check"):
+        render(parts, procedural, wav, tmp_path / "out.mp4")
+    assert not list(tmp_path.glob("out.mp4*"))
+    report = render(parts, procedural, wav, tmp_path / "out.mp4", RenderOptions(face_check=False))
+    assert report.frames == 13

@@ -78,17 +78,20 @@ def test_serve_refuses_a_public_address_without_a_token(capsys: pytest.CaptureFi
 
 def test_eval_and_export_on_a_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from engine.checkpoint import load_bundle, save_bundle  # noqa: PLC0415
+    from engine.models.hand_reward import HandEvaluator  # noqa: PLC0415
+    from engine.models.mouth_judge import MouthJudge  # noqa: PLC0415
     from engine.parts import Parts  # noqa: PLC0415
     from tests.factories import micro_config  # noqa: PLC0415
 
     parts = Parts.random(micro_config(), seed=1)
     modules = {n: getattr(parts, n) for n in ("lr_a2v", "refiner", "vae", "audio", "pose")}
-    save_bundle(tmp_path / "b", parts.config, modules)
+    modules["mouth_judge"] = MouthJudge(parts.config)  # the lip-sync judge travels with the export
+    save_bundle(tmp_path / "b", parts.config, {**modules, "hand": HandEvaluator(parts.config)})
     (tmp_path / "b" / "optimizer_vae.safetensors").write_bytes(b"")  # training leftovers stay behind
     (tmp_path / "b" / "eval_vae.json").write_text('{"held_out_psnr_db": 25.0}')
     assert main(["export", "--bundle", str(tmp_path / "b"), "--out", str(tmp_path / "demo")]) == 0
     exported = load_bundle(tmp_path / "demo")
-    assert sorted(exported.parts) == sorted(modules)
+    assert sorted(exported.parts) == sorted(modules)  # the hand evaluator (training only) stays behind
     assert exported.meta["evaluations"]["eval_vae"]["held_out_psnr_db"] == 25.0
     assert not (tmp_path / "demo" / "optimizer_vae.safetensors").exists()
     assert len(list((tmp_path / "demo" / "avatars").glob("demo-*.png"))) == 4
@@ -114,7 +117,23 @@ def test_eval_and_export_on_a_bundle(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
     sync = json.loads((tmp_path / "l.json").read_text())
     assert sync["frames"] == 25 and set(sync["ceiling"]) == {"rendered", "reconstructed"}
+    assert sync["reader"] == "judge"
     assert "after the autoencoder" in capsys.readouterr().out
+    fidelity = [
+        "eval",
+        "fidelity",
+        *bundle,
+        "--characters",
+        "1",
+        "--seconds",
+        "1",
+        "--out",
+        str(tmp_path / "f.json"),
+    ]
+    assert main(fidelity) == 0
+    report = json.loads((tmp_path / "f.json").read_text())
+    assert {"generated_lr", "still_hr", "gain_hr", "smoothness"} <= set(report)
+    assert "over the still reference" in capsys.readouterr().out
     plot = tmp_path / "identity.png"
     assert main(["eval", "identity", *bundle, "--seconds", "2", "--plot", str(plot)]) == 0
     assert plot.stat().st_size > 1000 and "largest colour deviation" in capsys.readouterr().out

@@ -25,8 +25,10 @@ import torch
 from PIL import Image
 from playwright.async_api import Page, async_playwright
 
+from engine.checkpoint import load_bundle
 from engine.config import get_preset
 from engine.media.image import cover, fit_image
+from engine.models.mouth_judge import MouthJudge
 from engine.parts import DEFAULT_BUNDLE, Parts
 from engine.streaming.session import SessionOptions
 from ihuman.cli import DEFAULT_AVATAR_SEED
@@ -111,19 +113,19 @@ def picture_points(live: AvatarSession) -> torch.Tensor:
         return parts.pose(small)[0]
 
 
-def mouth_openings(live: AvatarSession, frames: list[np.ndarray]) -> np.ndarray:
-    """The mouth opening (0 closed, 1 wide) the pose head's mouth reader sees on each shown HR-size
-    frame, read as `ihuman eval lipsync` reads generated frames: at the LR size, around the lips of
-    the picture (the avatar stands roughly where its picture does)."""
+def mouth_openings(live: AvatarSession, frames: list[np.ndarray], judge: MouthJudge) -> np.ndarray:
+    """The mouth opening (0 closed, 1 wide) the bundle's mouth judge (which no training loss reads)
+    sees on each shown HR-size frame, read as `ihuman eval lipsync` reads generated frames: at the
+    LR size, around the lips of the picture (the avatar stands roughly where its picture does)."""
     parts = live.session.parts
     lr = parts.config.lr
     small = cover(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2) / 255.0, lr.width, lr.height)
     points = picture_points(live).expand(len(frames), -1, -1)
     with torch.no_grad():
-        return parts.pose.mouth_opening(small, points).clamp(0, 1).numpy()
+        return judge.read(small, points).clamp(0, 1).numpy()
 
 
-async def mouth_motion(page: Page, live: AvatarSession, seconds: float) -> dict:
+async def mouth_motion(page: Page, live: AvatarSession, judge: MouthJudge, seconds: float) -> dict:
     """The mouth opening shown while the fake microphone speaks and while it is silent (the server's
     VAD, the session's delay earlier, says which: that audio is what the shown frame heard)."""
     session = live.session
@@ -144,7 +146,7 @@ async def mouth_motion(page: Page, live: AvatarSession, seconds: float) -> dict:
         around = [s for when, s in heard if abs(when - heard_at) <= STATE_MARGIN_S]
         return around[0] if around and len(set(around)) == 1 else None
 
-    openings = mouth_openings(live, [shot for _, shot in shots])
+    openings = mouth_openings(live, [shot for _, shot in shots], judge)
     states = [speech_at(t) for t, _ in shots]
 
     def summary(state: bool) -> dict | None:
@@ -196,7 +198,8 @@ async def run(wav: Path, screenshot: Path | None, preset: str, bundle: Path | No
             result["sessions"] = len(server.sessions.sessions)
             if preset == "demo":
                 live = next(iter(server.sessions.sessions.values()))
-                result["mouth"] = await mouth_motion(page, live, seconds=12.0)
+                judge = load_bundle(bundle or DEFAULT_BUNDLE, ("mouth_judge",)).parts["mouth_judge"].eval()
+                result["mouth"] = await mouth_motion(page, live, judge, seconds=12.0)
             if screenshot is not None:
                 await page.screenshot(path=str(screenshot))
             link = await page.input_value("#viewer-link")

@@ -2,7 +2,7 @@
 
 The server runs the embedded demo bundle with the picture `make run` gives a talker (a held-out
 character). The browser and the server run in a loopback-only network namespace (`unshare --net`), so no
-packet can leave the machine (shared/notes/webrtc-and-media.md). `make test` installs Chromium.
+packet can leave the machine. `make test` installs Chromium.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ def test_viewer_link_plays_the_same_session_without_controls(result: dict) -> No
 
 
 def test_mouth_moves_during_speech_and_rests_in_silence(result: dict) -> None:
-    """The pose head's mouth reader on the frames the browser shows (read at the LR size around
-    the picture's lips), split by what the server's VAD heard for each frame."""
+    """The bundle's mouth judge (no training loss reads it) on the frames the browser shows (read at
+    the LR size around the picture's lips), split by what the server's VAD heard for each frame."""
     speech, silence = result["mouth"]["speech"], result["mouth"]["silence"]
     assert speech["samples"] >= 20 and silence["samples"] >= 20, result["mouth"]
     # Measured: 0.37-0.39 against 0.10-0.16 in four runs.

@@ -24,6 +24,8 @@ from tests.transport.helpers import connect, running_server
 from transport import ice, messages
 from transport.server import MAX_JSON_BYTES, ServerSettings, check_settings
 
+PHOTOS = Path(__file__).parents[1] / "fixtures" / "photos"
+
 
 @pytest.fixture(scope="module")
 def parts() -> Parts:
@@ -103,8 +105,13 @@ def test_routes_limits_and_bad_input(parts: Parts) -> None:
             for kw, want, message in cases:
                 status, body = await call("POST", "/avatars", **kw)
                 assert (status, message in body["error"]) == (want, True), (status, body)
+            # A picture without a face is refused; a photo is framed by its face at twice the HR size.
             status, body = await call("POST", "/avatars", data=_png((96, 64)), headers=png)
-            assert status == 201 and body["width"] == 96 and body["height"] == 64
+            assert (status, "no face found" in body["error"]) == (422, True), (status, body)
+            photo = (PHOTOS / "grace_hopper.jpg").read_bytes()
+            status, body = await call("POST", "/avatars", data=photo, headers={"Content-Type": "image/jpeg"})
+            hr = parts.config.hr
+            assert status == 201 and (body["width"], body["height"]) == (2 * hr.width, 2 * hr.height)
             assert (await call("GET", "/avatars"))[1]["avatars"] == [{"id": body["id"], "demo": False}]
             status, thumbnail = await call("GET", f"/avatars/{body['id']}")
             assert status == 200 and thumbnail.startswith(b"\x89PNG")

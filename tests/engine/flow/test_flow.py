@@ -11,7 +11,7 @@ from engine.flow import (
     sample_training_time,
     sampling_times,
     time_shift,
-    velocity_target,
+    velocity_from_estimate,
 )
 from engine.models.lr_a2v import CONDITIONS, LRA2V
 from engine.models.refiner import PGRefiner
@@ -25,17 +25,29 @@ def test_path_end_points_and_velocity() -> None:
     z_t = noise_frames(z1, eps, t)
     assert torch.equal(z_t[:, :, 0], eps[:, :, 0])
     torch.testing.assert_close(z_t[:, :, 2], 0.5 * eps[:, :, 2] + 0.5 * z1[:, :, 2])
-    # d z_t / d t = z1 - eps
+    # d z_t / d t = z1 - eps, which is the velocity that leads from z_t to the true z1
     dt = 1e-3
     z_dt = noise_frames(z1, eps, t + dt)
-    torch.testing.assert_close((z_dt - z_t) / dt, velocity_target(z1, eps), atol=2e-3, rtol=1e-3)
+    torch.testing.assert_close((z_dt - z_t) / dt, z1 - eps, atol=2e-3, rtol=1e-3)
+    torch.testing.assert_close(velocity_from_estimate(z1, z_t, t), z1 - eps, atol=1e-5, rtol=1e-5)
+
+
+def test_velocity_from_an_estimate_lands_on_it_in_one_step() -> None:
+    estimate, z = torch.randn(3, 2, 2, 4, 4), torch.randn(3, 2, 2, 4, 4)
+    for t0 in (0.0, 0.3, 0.9):
+        t = torch.full((3,), t0)
+        torch.testing.assert_close(z + (1 - t0) * velocity_from_estimate(estimate, z, t), estimate)
+    # Near t = 1 the division is clamped: finite, and zero for a frame already at its estimate.
+    ones = torch.ones(3, 2)
+    assert torch.isfinite(velocity_from_estimate(estimate, z, ones)).all()
+    assert torch.equal(velocity_from_estimate(z, z, ones), torch.zeros_like(z))
 
 
 def test_prefix_is_bit_identical_after_noising() -> None:
     c = get_preset("tiny").replace(dropout=DropoutConfig(0, 0, 0, 0, 0))
     b = lr_batch(c)
     prefix = b.prefix * 1e-3 + 7.0  # values where 0 * eps + 1 * z1 could round
-    b = type(b)(prefix=prefix, motion=b.motion, target=b.target, audio=b.audio, text=b.text)
+    b = type(b)(prefix=prefix, motion=b.motion, target=b.target, audio=b.audio, text=b.text, still=b.still)
     res = lr_a2v_step(LRA2V(c), b)
     P, M = b.prefix.shape[2], b.motion.shape[2]
     assert torch.equal(res.noised[:, :, :P], prefix)
@@ -172,8 +184,12 @@ def test_cfg_scale_one_is_conditional_and_zero_is_unconditional_on_the_model() -
         strong = model.velocity(cond, Guidance(CONDITIONS, (1.0, 3.0, 1.0)))(z, t)
         no_audio = model(z, t, cond.drop_all(frozenset({"audio", "text"})))
         no_text = model(z, t, cond.drop_all(frozenset({"text"})))
-    torch.testing.assert_close(ones, conditional)
-    torch.testing.assert_close(zeros, unconditional)
+
+    def v(estimate: torch.Tensor) -> torch.Tensor:
+        return velocity_from_estimate(estimate, z, t)
+
+    torch.testing.assert_close(ones, v(conditional))
+    torch.testing.assert_close(zeros, v(unconditional))
     assert not torch.allclose(conditional, unconditional)
-    # scales (1, 3, 1): v = v_ref + 3 (v_ref_audio - v_ref) + (v_all - v_ref_audio)
-    torch.testing.assert_close(strong, no_audio + 3 * (no_text - no_audio) + (conditional - no_text))
+    # scales (1, 3, 1): x = x_ref + 3 (x_ref_audio - x_ref) + (x_all - x_ref_audio), as a velocity
+    torch.testing.assert_close(strong, v(no_audio + 3 * (no_text - no_audio) + (conditional - no_text)))

@@ -41,11 +41,12 @@ def test_fresh_blocks_are_the_identity() -> None:
         assert torch.equal(out, x)
 
 
-def test_fresh_dit_predicts_zero_velocity() -> None:
+def test_fresh_lr_a2v_estimates_the_still_reference() -> None:
+    """adaLN-zero: a fresh DiT adds nothing to where the estimate starts."""
     c = get_preset("tiny")
     model = LRA2V(c)
     b = lr_batch(c)
-    assert torch.equal(model(b.target, torch.rand(2), lr_conditions(b)), torch.zeros_like(b.target))
+    assert torch.equal(model(b.target, torch.rand(2), lr_conditions(b)), b.still.expand_as(b.target))
 
 
 def test_block_causal_context_ignores_the_noisy_frames() -> None:

@@ -90,6 +90,18 @@ def test_still_video_starts_with_the_image_prefix(vae: VideoAutoencoder) -> None
     torch.testing.assert_close(still, held)
 
 
+def test_still_latent_is_what_a_held_picture_settles_to(vae: VideoAutoencoder) -> None:
+    """From the second latent after the prefix on, a still video's latents are all one latent."""
+    image = torch.rand(2, 3, 32, 64)
+    with torch.no_grad():
+        held = vae.encode_still(image, 4)
+        still = vae.still_latent(image)
+    assert still.shape == (2, vae.config.latent_channels, 1, 8, 16)
+    for k in (2, 3, 4):
+        torch.testing.assert_close(held[:, :, k : k + 1], still)
+    assert not torch.allclose(held[:, :, 1:2], still)  # the first one still remembers the prefix
+
+
 def test_resampling_shortcuts_rearrange_without_loss() -> None:
     """With their convs zeroed, a /2 stage into 4x the channels and a x2 stage back are exact
     inverses: the shortcuts alone carry every pixel (what lets the convs learn a residual)."""

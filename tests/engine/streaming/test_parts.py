@@ -106,21 +106,14 @@ def test_vad_passes_speech_and_silences_noise_with_a_hangover(speech: np.ndarray
 
 
 def test_degrade_policy_steps_down_recovers_and_backs_off() -> None:
-    assert [(q.lr_steps, q.lr_draws, q.refine) for q in quality_levels(4)] == [
-        (4, 1, True),
-        (2, 1, True),
-        (1, 1, True),
-        (1, 1, False),
+    assert [(q.lr_steps, q.refine) for q in quality_levels(4)] == [
+        (4, True),
+        (2, True),
+        (1, True),
+        (1, False),
     ]
-    # Averaged one-step draws: one draw first, then the refiner off.
-    assert [(q.lr_steps, q.lr_draws, q.refine) for q in quality_levels(1, 4)] == [
-        (1, 4, True),
-        (1, 1, True),
-        (1, 1, False),
-    ]
-    assert [q.level for q in quality_levels(1, 4)] == [0, 1, 2]
-    # Draws asked with several steps (a session's --steps override) average nothing: no level for them.
-    assert quality_levels(4, 2) == quality_levels(4)
+    assert [(q.lr_steps, q.refine) for q in quality_levels(1)] == [(1, True), (1, False)]
+    assert [q.level for q in quality_levels(1)] == [0, 1]
     policy = DegradePolicy(4, clean_to_recover=3)
     assert policy.end_of_segment(True) is None  # one miss is not a pattern
     assert policy.end_of_segment(True).level == 1
