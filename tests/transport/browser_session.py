@@ -104,6 +104,16 @@ def picture_stats(a: np.ndarray, b: np.ndarray) -> dict:
     }
 
 
+async def likeness(page: Page, selector: str, live: AvatarSession) -> float:
+    """How much the frame the page shows looks like the session's picture: the correlation of their
+    grey levels, drawn at the HR size (1: the same picture; the blocky colour noise of a generator
+    that has not learnt the person reads near 0)."""
+    reference = live.session._reference_frame  # HR uint8 [H, W, 3]
+    H, W = reference.shape[:2]
+    shown = (await video_frame(page, selector, W, H)).astype(np.float64).mean(axis=2)
+    return float(np.corrcoef(shown.ravel(), reference.astype(np.float64).mean(axis=2).ravel())[0, 1])
+
+
 def picture_points(live: AvatarSession) -> torch.Tensor:
     """The pose head's keypoints [1, K, 2] of the session's picture, at the LR size as the engine sees it."""
     parts, frame = live.session.parts, live.session._reference_frame  # HR uint8 [H, W, 3]
@@ -196,8 +206,9 @@ async def run(wav: Path, screenshot: Path | None, preset: str, bundle: Path | No
             result["stats_text"] = await page.text_content("#stats")
             result["status"] = await page.text_content("#status")
             result["sessions"] = len(server.sessions.sessions)
+            live = next(iter(server.sessions.sessions.values()))
+            result["talker_likeness"] = await likeness(page, "#video", live)
             if preset == "demo":
-                live = next(iter(server.sessions.sessions.values()))
                 judge = load_bundle(bundle or DEFAULT_BUNDLE, ("mouth_judge",)).parts["mouth_judge"].eval()
                 result["mouth"] = await mouth_motion(page, live, judge, seconds=12.0)
             if screenshot is not None:
@@ -211,6 +222,7 @@ async def run(wav: Path, screenshot: Path | None, preset: str, bundle: Path | No
             await asyncio.sleep(1.0)
             second = await region(viewer, "#view-video")
             result["viewer_picture"] = picture_stats(second, first)
+            result["viewer_likeness"] = await likeness(viewer, "#view-video", live)
             result["viewer_controls_visible"] = await viewer.is_visible("#start")
             live = next(iter(server.sessions.sessions.values()))
             result["peers"] = sorted(p.role for p in live.peers)
