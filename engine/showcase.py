@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 from engine.data.clip import make_clip
 from engine.data.speech import speech_take
 from engine.evaluation import HELD_OUT, generate
+from engine.media.framing import framer
 from engine.media.image import fit_image, read_image
 from engine.parts import Parts
 
@@ -107,7 +108,7 @@ def photo_sheet(parts: Parts, photos: list[Path], path: Path, seconds: float = 4
     audio = speech_take(HELD_OUT + 77, seconds, cfg.time.sample_rate)
     rows = []
     for photo in photos:
-        image = read_image(photo)
+        image = framer(cfg, True, str(photo))(read_image(photo))  # as uploads and renders are framed
         video = np.concatenate(
             [f[:keep].numpy() for _, f, keep in generate(parts, image, audio, refine=True)]
         )

@@ -9,8 +9,10 @@ import torch
 from engine.data.clip import make_clip
 from engine.evaluation import REGIONS, correlate, identity_drift, lip_sync, lip_sync_ceiling, region_colours
 from engine.parts import DEFAULT_BUNDLE, Parts
-from engine.showcase import gif, sheet, speak
+from engine.showcase import gif, photo_sheet, sheet, speak
 from tests.factories import micro_config
+
+PHOTOS = Path(__file__).parents[1] / "fixtures" / "photos"
 
 
 def test_region_colours_read_the_right_places() -> None:
@@ -59,8 +61,11 @@ def test_the_demo_reader_reads_rendered_mouths_and_the_autoencoder_loses_some() 
 
 def test_showcase_writes_a_gif_and_a_sheet(tmp_path: Path) -> None:
     parts = Parts.random(micro_config(), seed=1)
-    video, generated, truth = speak(parts, 5, seconds=1.0)
-    assert video.shape == (25, 32, 64, 3) and generated.shape == truth.shape == (25,)
+    video, generated, truth, picture, true_frames = speak(parts, 5, seconds=1.0)
+    assert video.shape == true_frames.shape == (25, 32, 64, 3) and generated.shape == truth.shape == (25,)
+    assert picture.shape == (3, 32, 64)
     gif(video, generated, truth, tmp_path / "demo.gif")
     sheet(parts, 2, tmp_path / "sheet.png", seconds=1.0)
-    assert (tmp_path / "demo.gif").stat().st_size > 1000 and (tmp_path / "sheet.png").stat().st_size > 1000
+    photo_sheet(parts, [PHOTOS / "astronaut.jpg"], tmp_path / "photos.png", seconds=1.0)
+    for name in ("demo.gif", "sheet.png", "photos.png"):
+        assert (tmp_path / name).stat().st_size > 1000, name
