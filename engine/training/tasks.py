@@ -295,7 +295,10 @@ class MouthJudgeTask(Task):
         result = {}
         for suffix, jitter in (("", False), ("_jittered", True)):
             read = torch.cat([self._read(b, jitter, g) for b in batches])
-            result[f"held_out_mouth_corr{suffix}"] = float(torch.corrcoef(torch.stack((read, truth)))[0, 1])
+            # A constant reading (untrained) or truth (silence) correlates with nothing: 0, not nan.
+            varied = read.std() > 0 and truth.std() > 0
+            corr = torch.corrcoef(torch.stack((read, truth)))[0, 1] if varied else torch.zeros(())
+            result[f"held_out_mouth_corr{suffix}"] = float(corr)
             result[f"held_out_mouth_l1{suffix}"] = float((read - truth).abs().mean())
         self.model.train()
         return result
