@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,11 @@ from PIL import Image, ImageDraw
 from engine.data.clip import make_clip
 from engine.data.speech import speech_take
 from engine.evaluation import HELD_OUT, generate
-from engine.media.framing import framer
+from engine.media.framing import NoFaceError, framer
 from engine.media.image import fit_image, read_image
 from engine.parts import Parts
 
+log = logging.getLogger(__name__)
 CURVE_HEIGHT = 60
 PHOTOS = Path(__file__).parents[1] / "tests" / "fixtures" / "photos"  # public-domain photos, in the repo
 
@@ -108,7 +110,11 @@ def photo_sheet(parts: Parts, photos: list[Path], path: Path, seconds: float = 4
     audio = speech_take(HELD_OUT + 77, seconds, cfg.time.sample_rate)
     rows = []
     for photo in photos:
-        image = framer(cfg, True, str(photo))(read_image(photo))  # as uploads and renders are framed
+        try:
+            image = framer(cfg, True, str(photo))(read_image(photo))  # as uploads and renders are framed
+        except NoFaceError as err:  # a photo the engine would refuse is not shown
+            log.warning("%s", err)
+            continue
         video = np.concatenate(
             [f[:keep].numpy() for _, f, keep in generate(parts, image, audio, refine=True)]
         )
