@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--photos", type=Path, default=PHOTOS, help="folder of real photos (*.jpg)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.manual_seed(0)
     parts = Parts.from_bundle(args.bundle)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -139,7 +140,7 @@ def main() -> None:
     gif(video, generated, truth, args.out / "demo.gif")
     sheet(parts, 4, args.out / "demo_sheet.png")
     photo_sheet(parts, sorted(args.photos.glob("*.jpg")), args.out / "demo_photos.png")
-    print(f"wrote demo.gif, demo_sheet.png and demo_photos.png to {args.out}")
+    log.info("wrote demo.gif, demo_sheet.png and demo_photos.png to %s", args.out)
 
 
 if __name__ == "__main__":
