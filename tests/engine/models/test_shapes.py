@@ -1,5 +1,7 @@
 """Every preset's shapes, computed on the meta device (no paper-size weights are allocated)."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -61,7 +63,7 @@ def test_bad_audio_window_shape_is_named() -> None:
     c = get_preset("tiny")
     b = lr_batch(c, batch=1)
     cond = lr_conditions(b)
-    bad = type(cond)(prefix=cond.prefix, motion=cond.motion, audio=cond.audio[:, :-1], text=cond.text)
+    bad = dataclasses.replace(cond, audio=cond.audio[:, :-1])
     with pytest.raises(InputShapeError, match="audio windows"):
         LRA2V(c)(b.target, torch.rand(1), bad)
 
@@ -70,8 +72,6 @@ def test_bad_pose_shape_is_named() -> None:
     c = get_preset("tiny")
     b = refiner_batch(c, batch=1)
     cond = refiner_conditions(b)
-    bad = type(cond)(
-        prefix=cond.prefix, motion=cond.motion, lr=cond.lr, pose=cond.pose[:, :7], text=cond.text
-    )
+    bad = dataclasses.replace(cond, pose=cond.pose[:, :7])
     with pytest.raises(InputShapeError, match="pose tensor: expected \\[1, 8"):
         PGRefiner(c)(b.target, torch.rand(1), bad)
