@@ -60,7 +60,8 @@ clean:
 # (docs/demo.md). The mouth judge is the lip-sync reader no loss reads. LR-A2V and the refiner
 # estimate clean latents from a picture (the still reference, the LR latents), so a few hundred
 # steps already stream the person; their runs stop at a time limit (the same command resumes).
-# The refiner samples one step directly: from t = 0 that is its estimate (no distillation run).
+# The refiner is stored untrained (--steps 0): its one-step estimate is then the LR latents on the
+# HR grid, and each refiner trained on a CPU so far made the HR frames worse than that (docs/demo.md).
 DEMO ?= runs/demo
 DEMO_DATA ?= data/demo
 TRAIN := $(VENV)/bin/ihuman train
@@ -73,7 +74,7 @@ demo: $(STAMP) system-deps
 	$(TRAIN) audio  --out $(DEMO) --steps 750 --batch 8 --lr 1e-3 --checkpoint-every 250
 	$(TRAIN) lr-a2v --out $(DEMO) --steps 1300 --batch 8 --lr 5e-4 --checkpoint-every 100 --time-limit 72
 	$(TRAIN) hand-evaluator --out $(DEMO) --steps 800 --batch 32 --lr 1e-3 --checkpoint-every 100 --eval-clips 16
-	$(TRAIN) refiner --out $(DEMO) --steps 700 --batch 4 --lr 5e-4 --checkpoint-every 100 --time-limit 40
+	$(TRAIN) refiner --out $(DEMO) --steps 0 --eval-clips 8
 	$(VENV)/bin/ihuman export --bundle $(DEMO) --out engine/assets/demo
 
 # The demo's measurements and pictures (docs/demo.md quotes them): lip sync read by the mouth judge
@@ -82,6 +83,7 @@ demo: $(STAMP) system-deps
 demo-docs: $(STAMP)
 	$(VENV)/bin/ihuman eval lipsync --bundle engine/assets/demo --characters 24 --seconds 8 --ceiling --out docs/bench/demo_lipsync_24.json
 	$(VENV)/bin/ihuman eval lipsync --bundle engine/assets/demo --characters 24 --seconds 8 --reader pose --out docs/bench/demo_lipsync_24_pose.json
-	$(VENV)/bin/ihuman eval fidelity --bundle engine/assets/demo --characters 24 --seconds 8 --out docs/bench/demo_fidelity_24.json
+	$(VENV)/bin/ihuman eval fidelity --bundle engine/assets/demo --characters 12 --seconds 8 --out docs/bench/demo_fidelity_12.json
+	$(VENV)/bin/ihuman eval photos --bundle engine/assets/demo --photos tests/fixtures/photos/astronaut.jpg tests/fixtures/photos/grace_hopper.jpg --seconds 8 --out docs/bench/demo_photos.json
 	$(VENV)/bin/ihuman eval identity --bundle engine/assets/demo --seconds 120 --out docs/bench/demo_identity.json --plot docs/demo_identity.png
 	$(PY) -m engine.showcase --bundle engine/assets/demo --out docs

@@ -163,6 +163,9 @@ class SegmentConfig:
     prefix_latents: int = 1  # reference prefix latent frames (one encoded image)
 
 
+LOSS_SPACES = ("velocity", "estimate")  # where the flow-matching error is measured
+
+
 @dataclass(frozen=True)
 class FlowConfig:
     """Flow matching: sampling schedule and guidance."""
@@ -171,6 +174,13 @@ class FlowConfig:
     refiner_steps: int = 1  # Euler steps of the refiner (1 once distilled)
     lr_time_shift: float = 3.0  # schedule shift (> 1 spends more steps near noise)
     refiner_time_shift: float = 3.0  # its one-step path starts at t = 0: train where it samples
+    # Where each generator's training error is measured (LOSS_SPACES). "velocity" (Li & He's)
+    # weights an estimate's error by 1 / (1 - t)^2, up to 400x near the data; "estimate" weights
+    # every t alike. A refiner that samples one step is only ever asked for its estimate at t = 0,
+    # where that weight is 1, so under "velocity" its rare late-t draws dominate the gradient of
+    # what it is never asked (docs/demo.md measures both).
+    lr_loss: str = "velocity"
+    refiner_loss: str = "estimate"
     train_time_mean: float = 0.0  # logit-normal mean of the training flow time
     train_time_std: float = 1.0  # logit-normal std of the training flow time
     # Per-condition CFG scales, applied in this order (reference, then audio, then text).
@@ -182,6 +192,9 @@ class FlowConfig:
         for name in ("lr_steps", "refiner_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"flow.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr_loss", "refiner_loss"):
+            if getattr(self, name) not in LOSS_SPACES:
+                raise ConfigError(f"flow.{name} must be one of {LOSS_SPACES}, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text}")
+    return value
+
+
 def _decay(text: str) -> float:
     value = float(text)
     if not 0 < value < 1:
@@ -329,7 +336,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--out", type=Path, required=True, help="bundle folder (created, or resumed)")
     train.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="preset of a new bundle")
     train.add_argument(
-        "--steps", type=int, default=1000, help="total steps (a resumed run continues to this)"
+        "--steps",
+        type=_count,
+        default=1000,
+        help="total steps (a resumed run continues to this; 0 stores the part untrained)",
     )
     train.add_argument("--batch", type=int, default=4)
     train.add_argument("--lr", type=float, default=1e-3)

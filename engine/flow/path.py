@@ -53,7 +53,7 @@ def velocity_from_estimate(estimate: Tensor, z_t: Tensor, t: Tensor) -> Tensor:
 def flow_matching_loss(
     pred: Tensor, target: Tensor, frame_weight: Tensor, spatial_weight: Tensor | None = None
 ) -> Tensor:
-    """Weighted mean squared velocity error.
+    """Weighted mean squared error of velocities (or of clean estimates: FlowConfig.refiner_loss).
 
     pred/target [B, C, F, H, W]; frame_weight [F] or [B, F] (w_i; 0 for prefix and
     motion frames). Each frame's error is averaged over (C, H, W) — weighted by

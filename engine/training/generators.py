@@ -40,7 +40,6 @@ from engine.data.dataset import WindowSpec
 from engine.data.pose_tensor import pose_tensor
 from engine.flow import euler_sample, sample_training_time, sampling_times, velocity_from_estimate
 from engine.media.image import cover
-from engine.models.degradation import degrade_latent, sample_degradation
 from engine.models.hand_reward import HandEvaluator
 from engine.models.refiner import PGRefiner, RefinerConditions
 from engine.models.text import tokenize
@@ -49,6 +48,7 @@ from engine.randomness import randn
 from engine.training.steps import (
     LRA2VBatch,
     RefinerBatch,
+    degraded_conditions,
     lr_a2v_step,
     lr_conditions,
     refiner_step,
@@ -401,20 +401,6 @@ class DistillTask(RefinerTask):
     def frozen(self) -> list[nn.Module]:
         return [*super().frozen(), self.teacher]
 
-    def _conditions(self, data: RefinerBatch, g: torch.Generator | None) -> RefinerConditions:
-        cfg = self.parts.config
-        B = data.target.shape[0]
-        sigma, noise_level = sample_degradation(B, cfg.degradation, g, str(data.target.device))
-        degraded = degrade_latent(data.lr, sigma, noise_level, g)
-        return RefinerConditions(
-            prefix=data.prefix,
-            motion=data.motion,
-            lr=degraded,
-            pose=data.pose,
-            text=data.text,
-            lr_clean=data.lr,
-        )
-
     def _decode(self, prefix: Tensor, latents: Tensor) -> Tensor:
         """The frames of `latents` decoded after the prefix (as the engine's primed decoder does)."""
         return self.parts.vae.decode(torch.cat([prefix, latents], dim=2))[:, :, 1:]
@@ -422,7 +408,7 @@ class DistillTask(RefinerTask):
     def _pair(
         self, data: RefinerBatch, g: torch.Generator | None
     ) -> tuple[Tensor, Tensor, RefinerConditions]:
-        cond = self._conditions(data, g)
+        cond = degraded_conditions(data, self.parts.config.degradation, g)
         noise = randn(data.target.shape, generator=g, device=data.target.device)
         shift = self.parts.config.flow.refiner_time_shift
         with torch.no_grad():
@@ -452,7 +438,7 @@ class DistillTask(RefinerTask):
         shift = self.parts.config.flow.refiner_time_shift
         for b in batches:
             data = self.make_batch(b, predicted_pose=True)
-            cond = self._conditions(data, g)
+            cond = degraded_conditions(data, self.parts.config.degradation, g)
             noise = randn(data.target.shape, generator=g, device=data.target.device)
             start = time.perf_counter()
             teacher = euler_sample(

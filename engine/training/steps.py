@@ -5,7 +5,8 @@ the whole window is put on the flow path with per-frame time (1 for the clean
 prefix and motion frames, so they come out bit-identical), and the loss weights
 the prefix and motion frames by 0. The models estimate clean latents; the loss compares the
 velocity of that estimate with the velocity of the true latents on the same path
-(engine.flow.velocity_from_estimate), flow matching's velocity loss as Li & He train x-prediction.
+(engine.flow.velocity_from_estimate), flow matching's velocity loss as Li & He train x-prediction,
+or the estimates themselves (FlowConfig.lr_loss / refiner_loss, and why).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from engine.config import FlowConfig
+from engine.config import DegradationConfig, FlowConfig
 from engine.flow import flow_matching_loss, noise_frames, sample_training_time, velocity_from_estimate
 from engine.models.conditions import SegmentConditions
 from engine.models.degradation import degrade_latent, sample_degradation
@@ -72,6 +73,7 @@ def _flow_step(
     noise: Tensor | None,
     t: Tensor | None,
     spatial_weight: Tensor | None = None,
+    loss_space: str = "velocity",
 ) -> StepResult:
     layout = cond.layout(target.shape[2])
     z1 = torch.cat([cond.prefix, cond.motion, target], dim=2)  # [B, C, P+M+N, H, W]
@@ -91,12 +93,11 @@ def _flow_step(
     times = layout.frame_times(t)
     z_t = noise_frames(z1, eps, times)
     estimate = model(z_t[:, :, layout.context :], t, cond, all_frames=True)  # [B, C, P+M+N, H, W]
-    loss = flow_matching_loss(
-        velocity_from_estimate(estimate, z_t, times),
-        velocity_from_estimate(z1, z_t, times),
-        layout.loss_weights(target.device),
-        spatial_weight,
-    )
+    if loss_space == "velocity":
+        pred, true = velocity_from_estimate(estimate, z_t, times), velocity_from_estimate(z1, z_t, times)
+    else:
+        pred, true = estimate, z1
+    loss = flow_matching_loss(pred, true, layout.loss_weights(target.device), spatial_weight)
     return StepResult(loss=loss, t=t, noised=z_t, estimate=estimate, keep=keep)
 
 
@@ -122,8 +123,27 @@ def lr_a2v_step(
     cfg = model.config
     keep = sample_keep(batch.target.shape[0], lr_a2v_rates(cfg.dropout), generator, batch.target.device)
     cond = lr_conditions(batch).drop(keep)
-    shift = cfg.flow.lr_time_shift
-    return _flow_step(model, cond, batch.target, keep, shift, cfg.flow, generator, noise, t, batch.weight)
+    shift, space = cfg.flow.lr_time_shift, cfg.flow.lr_loss
+    return _flow_step(
+        model, cond, batch.target, keep, shift, cfg.flow, generator, noise, t, batch.weight, space
+    )
+
+
+def degraded_conditions(
+    batch: RefinerBatch, degradation: DegradationConfig, generator: torch.Generator | None
+) -> RefinerConditions:
+    """The batch's refiner conditions, all kept, with the LR latent degraded by per-sample
+    strengths (LPF + noise) as a condition; the estimate still starts from the clean one."""
+    B = batch.target.shape[0]
+    sigma, noise_level = sample_degradation(B, degradation, generator, str(batch.target.device))
+    return RefinerConditions(
+        prefix=batch.prefix,
+        motion=batch.motion,
+        lr=degrade_latent(batch.lr, sigma, noise_level, generator),
+        pose=batch.pose,
+        text=batch.text,
+        lr_clean=batch.lr,
+    )
 
 
 def refiner_step(
@@ -140,17 +160,8 @@ def refiner_step(
     reference, pose, LR and text are dropped with their rates.
     """
     cfg = model.config
-    B = batch.target.shape[0]
-    sigma, noise_level = sample_degradation(B, cfg.degradation, generator, str(batch.target.device))
-    degraded = degrade_latent(batch.lr, sigma, noise_level, generator)
-    keep = sample_keep(B, refiner_rates(cfg.dropout), generator, batch.target.device)
-    cond = RefinerConditions(
-        prefix=batch.prefix,
-        motion=batch.motion,
-        lr=degraded,
-        pose=batch.pose,
-        text=batch.text,
-        lr_clean=batch.lr,
-    ).drop(keep)
-    shift = cfg.flow.refiner_time_shift
-    return _flow_step(model, cond, batch.target, keep, shift, cfg.flow, generator, noise, t)
+    cond = degraded_conditions(batch, cfg.degradation, generator)
+    keep = sample_keep(batch.target.shape[0], refiner_rates(cfg.dropout), generator, batch.target.device)
+    cond = cond.drop(keep)
+    shift, space = cfg.flow.refiner_time_shift, cfg.flow.refiner_loss
+    return _flow_step(model, cond, batch.target, keep, shift, cfg.flow, generator, noise, t, loss_space=space)

@@ -233,4 +233,6 @@ class Trainer:
                 self.checkpoint()
             if on_step:
                 on_step(self.step, row)
+        if self.step == 0:  # zero steps store the part as built: an estimate that is its picture
+            self.checkpoint()
         return True

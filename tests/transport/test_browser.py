@@ -72,7 +72,7 @@ def test_the_mouth_judge_reads_the_shown_frames_in_speech_and_in_silence(result:
     the LR size around the picture's lips), split by what the server's VAD heard for each frame.
 
     This measures; it does not assert that the mouth opens in speech: the shipped model does not
-    yet (the judge reads 0.03-0.06 in speech and in silence alike; docs/demo.md), and that is the
+    yet (the judge reads the mouth alike in speech and in silence; docs/demo.md), and that is the
     open part of the picture issue. The velocity model before passed such an assertion through the
     reader its lip loss trained against, while it streamed colour noise."""
     mouth = result["mouth"]

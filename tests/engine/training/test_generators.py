@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -11,12 +12,13 @@ import torch
 from engine.checkpoint import BundleError, load_bundle, save_bundle
 from engine.config import DropoutConfig
 from engine.data import keypoints as kp
+from engine.models.refiner import PGRefiner
 from engine.parts import DEFAULT_BUNDLE, Parts
 from engine.training.generators import LIP_CROP_CELLS, LIP_CROP_MARGIN, MOTION_NOISE
-from engine.training.steps import lr_a2v_step
+from engine.training.steps import lr_a2v_step, refiner_step
 from engine.training.tasks import batches, build_task, held_out
 from engine.training.trainer import Trainer, TrainSettings
-from tests.factories import micro_config, randomize_
+from tests.factories import micro_config, randomize_, refiner_batch
 
 MICRO = micro_config()
 
@@ -92,6 +94,27 @@ def test_refiner_batches_use_true_or_predicted_pose(bundle: Path) -> None:
     assert true.pose.shape == predicted.pose.shape == (2, 8, 4 * MICRO.segment.new_latents, *MICRO.pose_size)
     assert not torch.equal(true.pose, predicted.pose)
     assert true.lr.shape[-2:] == MICRO.lr_latent_grid and true.target.shape[-2:] == MICRO.hr_latent_grid
+
+
+def test_refiner_loss_space_weighs_late_times_alike() -> None:
+    """The refiner's loss compares estimates (FlowConfig.refiner_loss): at t = 0, where it samples,
+    that is the velocity loss; at t = 0.9 the velocity loss would weigh the same error 100x."""
+    losses = {}
+    for space in ("estimate", "velocity"):
+        c = MICRO.replace(
+            dropout=DropoutConfig(0, 0, 0, 0, 0), flow=dataclasses.replace(MICRO.flow, refiner_loss=space)
+        )
+        torch.manual_seed(0)  # the same weights, batch and noise for both
+        model = randomize_(PGRefiner(c), std=0.05)
+        b = refiner_batch(c, batch=2)
+        noise = torch.randn_like(b.target)
+        for t in (0.0, 0.9):
+            generator = torch.Generator().manual_seed(1)  # the same degradation draws
+            step = refiner_step(model, b, generator=generator, noise=noise, t=torch.full((2,), t))
+            losses[space, t] = float(step.loss.detach())
+    assert losses["estimate", 0.0] > 0
+    assert losses["estimate", 0.0] == pytest.approx(losses["velocity", 0.0], rel=1e-4)
+    assert losses["velocity", 0.9] == pytest.approx(100 * losses["estimate", 0.9], rel=1e-3)
 
 
 @pytest.mark.parametrize("name", ["lr-a2v", "refiner"])

@@ -104,6 +104,14 @@ def test_resume_continues_from_the_checkpoint(tmp_path: Path) -> None:
     assert not all(torch.equal(resumed.state_dict()[k], v) for k, v in weights.items())  # it trained on
 
 
+def test_zero_steps_store_the_part_as_built(tmp_path: Path) -> None:
+    """`--steps 0` stores the part untrained (a generator whose estimate is its picture)."""
+    trainer = _train("pose", tmp_path, steps=0)
+    stored = load_bundle(tmp_path).parts["pose"].state_dict()
+    assert stored and all(torch.equal(stored[k], v) for k, v in trainer.model.state_dict().items())
+    assert load_bundle(tmp_path).meta["pose"]["step"] == 0
+
+
 def test_parts_of_one_bundle_accumulate(tmp_path: Path) -> None:
     _train("pose", tmp_path, steps=1)
     _train("audio", tmp_path, steps=1)
