@@ -250,6 +250,16 @@ def _load_parts(args: argparse.Namespace, *, allow_random_default: bool = False)
     return Parts.from_bundle(bundle, device)
 
 
+def _face_check(args: argparse.Namespace, image: Path | None) -> bool:
+    """Frame `image` by its face unless --no-face-check, or it is one of the bundle's own avatars:
+    those are procedural characters framed as training frames them, where the photo detector
+    rarely fires (media.framing)."""
+    if args.no_face_check or image is None:
+        return not args.no_face_check
+    avatars = (args.bundle or DEFAULT_BUNDLE) / "avatars"
+    return not (avatars.is_dir() and image.resolve().parent == avatars.resolve())
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     parts = _load_parts(args)
     options = RenderOptions(
@@ -258,7 +268,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         seed=args.seed,
         size=args.size,
         audio_codec=args.audio_codec,
-        face_check=not args.no_face_check,
+        face_check=_face_check(args, args.image),
     )
     with tqdm(unit="frame", desc="render") as bar:
 
@@ -302,7 +312,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     avatars = (args.bundle or DEFAULT_BUNDLE) / "avatars"
     settings = dataclasses.replace(settings, avatar_dir=avatars)
-    default = _default_avatar(parts, args.avatar, not args.no_face_check)
+    default = _default_avatar(parts, args.avatar, _face_check(args, args.avatar))
     server = Server(Engine(parts), settings, default, explicit_avatar=args.avatar is not None)
 
     def ready(url: str) -> None:

@@ -15,7 +15,8 @@ frame height (std 0.02) and the lips at 0.501 (std 0.02), horizontally at the ce
 down, so the same face seen by it is a box 0.21 of the frame high, centred 0.44 down.
 
 The cascade is for photos: it rarely fires on the procedural characters (4 of 20), which are
-framed already; use them with `face_check=False` (`--no-face-check`).
+framed already; use them with `face_check=False` (`--no-face-check`; `ihuman render` and `serve`
+skip the check by themselves for the bundle's own avatars).
 """
 
 from __future__ import annotations

@@ -171,3 +171,20 @@ def test_a_picture_without_a_face_renders_with_the_check_off(
     assert not list(tmp_path.glob("out.mp4*"))
     report = render(parts, procedural, wav, tmp_path / "out.mp4", RenderOptions(face_check=False))
     assert report.frames == 13
+
+
+def test_cli_renders_the_bundles_own_avatars_without_a_face_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo bundle's avatars are procedural characters, framed already, where the photo face
+    detector does not fire: `render` takes them as they are; the same picture elsewhere is a photo."""
+    bundle = Path(__file__).parents[2] / "engine" / "assets" / "demo"
+    avatar = bundle / "avatars" / "demo-1.png"
+    wav = write_wav(tmp_path / "a.wav", np.zeros(8_000), 16_000)
+    args = ["--audio", str(wav), "--bundle", str(bundle), "--size", "64x36"]
+    assert main(["render", "--image", str(avatar), *args, "--out", str(tmp_path / "a.mp4")]) == 0
+    assert len(_read_mp4(tmp_path / "a.mp4")[1]) == 13
+    copy = tmp_path / "demo-1.png"
+    copy.write_bytes(avatar.read_bytes())
+    assert main(["render", "--image", str(copy), *args, "--out", str(tmp_path / "b.mp4")]) == 2
+    assert "no face found" in capsys.readouterr().err
