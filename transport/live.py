@@ -185,7 +185,7 @@ class SessionRegistry:
 
     # ----- media and messages ---------------------------------------------------------------------
     async def _ingest(self, live: AvatarSession, track: MediaStreamTrack) -> None:
-        converter = MicrophoneIngest(live.session.rate)
+        converter = MicrophoneIngest(live.session.timeline.rate)
         while not live.closed:
             try:
                 frame = await track.recv()

@@ -32,7 +32,7 @@ class SessionVideoTrack(MediaStreamTrack):
         super().__init__()
         self._frames = session.frames()
         self.width, self.height = width, height
-        self._ticks = VIDEO_CLOCK // session.fps
+        self._ticks = VIDEO_CLOCK // session.timeline.fps
         self.last_pts: int | None = None
 
     async def recv(self) -> av.VideoFrame:
@@ -62,7 +62,7 @@ class SessionAudioTrack(MediaStreamTrack):
     def __init__(self, session: Session) -> None:
         super().__init__()
         self._chunks = session.audio_out()
-        self.rate = session.rate
+        self.rate = session.timeline.rate
 
     async def recv(self) -> av.AudioFrame:
         try:

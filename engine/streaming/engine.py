@@ -21,9 +21,11 @@ from engine.exceptions import EngineError
 from engine.media.image import read_image
 from engine.parts import Parts
 from engine.streaming.clock import Clock, RealClock
-from engine.streaming.pacing import target_delay
+from engine.streaming.options import SessionOptions
+from engine.streaming.pacing import session_delay
+from engine.streaming.pipeline import StageWrapper
 from engine.streaming.segments import segment
-from engine.streaming.session import Session, SessionOptions, StageWrapper, fitted_frame
+from engine.streaming.session import Session, fitted_frame
 from engine.streaming.stages import GenerationSettings, LowResStage, Reference, RefineStage
 from engine.streaming.worker import Worker
 
@@ -127,10 +129,9 @@ class Engine:
         image = reference_image if isinstance(reference_image, Tensor) else read_image(reference_image)
         estimate = await self.estimate()
         cfg = self.config
-        if options.target_delay_ms is not None:
-            delay = options.target_delay_ms / 1000
-        else:
-            delay = target_delay(cfg, estimate.total, options.jitter_ms / 1000, options.delay_safety)
+        delay = session_delay(
+            cfg, estimate.total, options.target_delay_ms, options.jitter_ms, options.delay_safety
+        )
         worker = Worker("reference", self.parts.device)
         try:
             reference = await self.clock.compute(worker, "reference", Reference.encode, self.parts, image)

@@ -1,10 +1,12 @@
-"""Pacing and the latency policy: the fixed target delay, frame due times, and degradation.
+"""Pacing and the latency policy: the delay D, the due times, and degradation.
 
-A session fixes its delay D when it starts. Video frame n is due at
-`t0 + D + n / fps` and audio sample s at `t0 + D + s / rate`, so the output
-audio and video share one schedule (A/V offset 0 by construction) and the
-delay never grows: a frame that is not ready when due is replaced by a
-fallback, never waited for.
+This module owns D: `session_delay` decides it once per session (asked for, or
+from the measured compute), and the `Timeline` made from it is the only place
+due times are computed. Video frame n is due at `t0 + D + n / fps` and audio
+sample s at `t0 + D + s / rate`, so the output audio and video share one
+schedule (A/V offset 0 by construction) and the delay never grows: the pacer
+(output.SessionOutput) replaces a frame that is not ready when due by a
+fallback, never waits for it.
 
 D must cover the audio a segment waits for (its frames plus the lookahead),
 the compute of both stages one after the other (the pipeline overlaps
@@ -20,6 +22,7 @@ not a step: they would need a larger D, and D is fixed for the session's life.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -32,6 +35,50 @@ def target_delay(config: Config, compute_s: float, jitter_s: float, safety: floa
     """Seconds of delay that fit one segment's audio wait + `safety` x its compute + jitter."""
     wait_frames = config.segment_video_frames + config.audio.lookahead_frames
     return wait_frames / config.time.fps + safety * compute_s + jitter_s
+
+
+def session_delay(
+    config: Config, compute_s: float, requested_ms: float | None, jitter_ms: float, safety: float
+) -> float:
+    """D in seconds: `requested_ms` when given, else the automatic `target_delay` for `compute_s`
+    (one segment through both stages, measured by the engine at warm-up)."""
+    if requested_ms is not None:
+        return requested_ms / 1000
+    return target_delay(config, compute_s, jitter_ms / 1000, safety)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """A session's time base, fixed when it starts: its clock origin t0 and its delay D."""
+
+    t0: float
+    delay: float
+    fps: int
+    rate: int  # audio samples per second
+
+    def frame_due(self, pts: int) -> float:
+        return self.t0 + self.delay + pts / self.fps
+
+    def sample_due(self, pts: int) -> float:
+        return self.t0 + self.delay + pts / self.rate
+
+    def arriving_pts(self, now: float) -> int:
+        """The input audio pts arriving at `now`, if audio flows in real time."""
+        return max(0, math.floor((now - self.t0) * self.rate))
+
+    def playing_pts(self, now: float) -> int:
+        """The audio pts the delayed output plays at `now` (negative before it starts)."""
+        return math.floor((now - self.t0 - self.delay) * self.rate)
+
+
+class MovingAverage:
+    """An exponential moving average of measured seconds (stage compute), from a first estimate."""
+
+    def __init__(self, initial: float, weight: float = 0.2) -> None:
+        self.value, self.weight = initial, weight
+
+    def add(self, x: float) -> None:
+        self.value = (1 - self.weight) * self.value + self.weight * x
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from engine.media.image import fit_image
 from engine.models.degradation import degrade_latent, inference_degradation
 from engine.models.lr_a2v import LRConditions
 from engine.models.refiner import RefinerConditions
-from engine.models.text import tokenize
+from engine.models.text import TextTokens, tokenize
 from engine.models.vae import DecoderState
 from engine.parts import Parts
 from engine.streaming.segments import Segment
@@ -138,6 +138,14 @@ class LowResStage:
         self.motion = reference.lr_history  # the last M latents: at first the still history
         self.decoder = _primed_decoder(parts, torch.cat([reference.lr_prefix, reference.lr_history], dim=2))
 
+    def set_reference(self, reference: Reference) -> None:
+        """Animate another picture from the next segment: its prefix, and the still latent the
+        estimates start from (the motion latents and the decoder's memory carry on)."""
+        self.prefix, self.still = reference.lr_prefix, reference.lr_still
+
+    def set_text(self, tokens: TextTokens) -> None:
+        self.text = tokens
+
     @torch.no_grad()
     def generate(self, seg: Segment, audio: Tensor, steps: int | None = None) -> Tensor:
         """audio windows [1, M + N, A, D] -> the segment's new LR latents [1, C, N, h, w].
@@ -185,6 +193,13 @@ class RefineStage:
         self.generator = torch.Generator(device).manual_seed(settings.seed + 1)
         self.motion = self.prefix[:, :, :0]  # the last HR latents, up to segment.refiner_motion_latents
         self.decoder = _primed_decoder(parts, reference.hr_prefix)
+
+    def set_reference(self, reference: Reference) -> None:
+        """Refine towards another picture from the next segment (its HR prefix)."""
+        self.prefix = reference.hr_prefix
+
+    def set_text(self, tokens: TextTokens) -> None:
+        self.text = tokens
 
     @torch.no_grad()
     def run(self, low: DecodedLowRes) -> Tensor:

@@ -108,7 +108,7 @@ async def likeness(page: Page, selector: str, live: AvatarSession) -> float:
     """How much the frame the page shows looks like the session's picture: the correlation of their
     grey levels, drawn at the HR size (1: the same picture; the blocky colour noise of a generator
     that has not learnt the person reads near 0)."""
-    reference = live.session._reference_frame  # HR uint8 [H, W, 3]
+    reference = live.session.reference_frame  # HR uint8 [H, W, 3]
     H, W = reference.shape[:2]
     shown = (await video_frame(page, selector, W, H)).astype(np.float64).mean(axis=2)
     return float(np.corrcoef(shown.ravel(), reference.astype(np.float64).mean(axis=2).ravel())[0, 1])
@@ -116,7 +116,7 @@ async def likeness(page: Page, selector: str, live: AvatarSession) -> float:
 
 def picture_points(live: AvatarSession) -> torch.Tensor:
     """The pose head's keypoints [1, K, 2] of the session's picture, at the LR size as the engine sees it."""
-    parts, frame = live.session.parts, live.session._reference_frame  # HR uint8 [H, W, 3]
+    parts, frame = live.session.parts, live.session.reference_frame  # HR uint8 [H, W, 3]
     lr = parts.config.lr
     small = fit_image(torch.from_numpy(frame).permute(2, 0, 1), lr.width, lr.height)[None]
     with torch.no_grad():
@@ -139,7 +139,7 @@ async def mouth_motion(page: Page, live: AvatarSession, judge: MouthJudge, secon
     """The mouth opening shown while the fake microphone speaks and while it is silent (the server's
     VAD, the session's delay earlier, says which: that audio is what the shown frame heard)."""
     session = live.session
-    H, W = session._reference_frame.shape[:2]
+    H, W = session.reference_frame.shape[:2]
     heard: list[tuple[float, bool]] = []
     shots: list[tuple[float, np.ndarray]] = []
     end = time.monotonic() + seconds

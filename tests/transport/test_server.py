@@ -249,7 +249,7 @@ def test_demo_avatars_are_offered_and_are_the_default(parts: Parts, tmp_path: Pa
             client = await connect(url, role="talker")  # picks no avatar
             live = server.sessions.sessions[client.session]
             expected = fitted_frame(server.avatars.get("demo-1").image, *live.session.frame_size)
-            assert np.array_equal(live.session._reference_frame, expected)
+            assert np.array_equal(live.session.reference_frame, expected)
             await client.close()
 
     asyncio.run(main())

@@ -164,7 +164,7 @@ def test_every_frame_on_time_and_the_audio_delayed_to_match(tiny_parts: Parts) -
     run = asyncio.run(main())
     s = run.session
     assert [f.pts for f in run.frames] == list(range(round(25 * seconds)))
-    assert all(f.times.emitted == f.due == s.frame_due(f.pts) for f in run.frames)  # the delay is D
+    assert all(f.times.emitted == f.due == s.timeline.frame_due(f.pts) for f in run.frames)  # the delay is D
     assert all(f.source is FrameSource.REFINED for f in run.frames)
     assert all(f.image.shape == (TINY.hr.height, TINY.hr.width, 3) for f in run.frames)
     # Each frame depends on its segment's audio window: its own 40 ms plus context and lookahead.
@@ -174,7 +174,7 @@ def test_every_frame_on_time_and_the_audio_delayed_to_match(tiny_parts: Parts) -
     out = np.concatenate([c.samples for c in run.audio])
     assert [c.pts for c in run.audio] == list(range(0, len(out), 320))
     np.testing.assert_array_equal(out, SPEECH[: len(out)])
-    assert all(c.due == s.sample_due(c.pts) for c in run.audio)
+    assert all(c.due == s.timeline.sample_due(c.pts) for c in run.audio)
     # A/V offset: frame n and audio sample 640 n leave at the same instant.
     chunk_due = {c.pts: c.due for c in run.audio}
     assert all(chunk_due[f.pts * 640] == f.due for f in run.frames)
@@ -358,8 +358,8 @@ def test_a_long_session_keeps_memory_flat(micro_parts: Parts) -> None:
             await engine.clock.sleep_until(run.session.t0 + run.session.delay + minute * 60 - 1)
             gc.collect()
             blocks[minute], rss[minute] = sys.getallocatedblocks(), rss_mb()
-            assert len(run.session._store) <= 3 * MICRO.segment_video_frames
-            assert len(run.session.audio.buffer) <= 16_000 * 3
+            assert len(run.session.output.store) <= 3 * MICRO.segment_video_frames
+            assert len(run.session.input.audio.buffer) <= 16_000 * 3
 
     audio = np.tile(SPEECH, 600)  # 30 minutes
     options = SessionOptions(target_delay_ms=800)
@@ -422,7 +422,7 @@ def test_push_audio_checks_its_input_and_resumes_at_the_clock_after_a_pause(micr
         session = await engine.open_session(REFERENCE, options=SessionOptions(target_delay_ms=600))
         assert session.push_audio(np.zeros(320, np.float32)) == 0
         assert session.push_audio((np.ones(320) * 1000).astype(np.int16)) == 320  # int16 is scaled
-        assert session.audio.read(320, 321)[0] == pytest.approx(1000 / 32768)
+        assert session.input.audio.read(320, 321)[0] == pytest.approx(1000 / 32768)
         await engine.clock.sleep_until(session.t0 + 2.0)  # the producer pauses for 2 s
         assert session.push_audio(np.zeros(320, np.float32)) == 32_000  # resumes at the clock
         for bad, message in [

@@ -76,3 +76,16 @@ def test_one_step_is_the_guided_estimate_from_the_sessions_noise() -> None:
 def test_bad_step_counts_are_refused() -> None:
     with pytest.raises(ValueError, match="lr_steps must be >= 1"):
         GenerationSettings.from_config(MICRO, lr_steps=0)  # a session's or a render's override
+
+
+def test_a_new_picture_is_where_the_next_estimates_start() -> None:
+    """set_reference moves the still latent too: a fresh LR-A2V then streams the new picture."""
+    parts = Parts.random(MICRO, seed=1)
+    first, features = _inputs(parts)
+    image = torch.full((3, MICRO.hr.height, MICRO.hr.width), 200, dtype=torch.uint8)
+    second = Reference.encode(parts, image)
+    low = LowResStage(parts, first, GenerationSettings.from_config(MICRO))
+    low.run(segment(0, MICRO), features.windows(segment(0, MICRO)))
+    low.set_reference(second)
+    latents = low.generate(segment(1, MICRO), features.windows(segment(1, MICRO)))
+    torch.testing.assert_close(latents, second.lr_still.expand_as(latents), atol=1e-5, rtol=1e-5)

@@ -1,0 +1,21 @@
+"""What a caller chooses for one live session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    target_delay_ms: float | None = None  # D; None = from the engine's measured stage times
+    lr_steps: int | None = None  # LR-A2V Euler steps per segment (default: the config's)
+    seed: int = 0  # noise seed of both stages
+    vad: bool = True  # the model hears only what the VAD calls speech (noise never moves the mouth)
+    vad_mode: int = 2  # WebRTC VAD aggressiveness 0..3
+    vad_hangover_ms: int = 300  # speech continues this long after the last voiced 20 ms
+    audio_grace_ms: float = 40.0  # a segment waits this long past its audio's due time for late packets
+    jitter_ms: float = 60.0  # margin added to an automatic delay
+    delay_safety: float = 1.5  # x the measured compute, in an automatic delay
+    degrade: bool = True  # degrade quality when frames miss their due time
+    max_audio_lag_ms: float = 200.0  # audio pushed without pts this far behind the clock restarts at now
+    max_audio_ahead_s: float = 120.0  # audio may be pushed at most this far ahead of the clock (TTS)
