@@ -7,14 +7,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 TORCH_VERSION := 2.13.0
 
-.PHONY: run test lint clean system-deps fixtures contact-sheet demo demo-docs
+.PHONY: run test test-fast lint clean system-deps fixtures contact-sheet demo demo-docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --progress-bar off "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install --progress-bar off -e ".[dev]"
+	$(PY) -m pip install --progress-bar off -e ".[serve,dev]"
 	touch $(STAMP)
 
 # Debian packages the tests use: espeak-ng and sox make speech, chromium is the browser of the
@@ -37,6 +37,11 @@ test: $(STAMP) system-deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
+
+# The edit loop: everything but the tests marked slow (browser, WebRTC, overfitting, long sessions).
+test-fast: $(STAMP) system-deps
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not slow" -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

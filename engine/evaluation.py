@@ -30,14 +30,14 @@ from torch import Tensor
 
 from engine.audio.stream import AudioFeatureStream
 from engine.config import Config
-from engine.data import keypoints as kp
 from engine.data.clip import make_clip
 from engine.data.motion import Motion, motion_from_audio
 from engine.data.speech import speech_take
+from engine.generation.segments import plan_segments
+from engine.generation.stages import DecodedLowRes, GenerationSettings, LowResStage, Reference, RefineStage
 from engine.media.image import fit_image
 from engine.parts import Parts
-from engine.streaming.segments import plan_segments
-from engine.streaming.stages import DecodedLowRes, GenerationSettings, LowResStage, Reference, RefineStage
+from engine.pose import keypoints as kp
 
 Reader = Callable[[Tensor, Tensor], Tensor]
 """frames [N, 3, H, W] in [0, 1], keypoints [N, K, 2] -> the mouth opening [N] each frame shows."""

@@ -28,12 +28,12 @@ import torch.nn.functional as F
 from pytorch_msssim import ssim
 from torch import Tensor
 
-from engine.data import keypoints as kp
 from engine.data.clip import make_clip
 from engine.evaluation import generate, held_out_speech, reference_picture
 from engine.media.framing import FACE_BOX_HEIGHT, FaceBox, detect_faces, framer
 from engine.media.image import cover, fit_image, read_image
 from engine.parts import Parts
+from engine.pose import keypoints as kp
 
 MOUTH_BOX_EYES = 1.5  # side of the mouth box in eye distances (the lips with a little chin and cheek)
 

@@ -20,14 +20,14 @@ import torch.nn.functional as F
 
 from engine.audio.stream import AudioFeatureStream
 from engine.benchinfo import peak_rss_mb, rss_mb
+from engine.generation.segments import end_at, iter_segments, output_frames_for
+from engine.generation.stages import GenerationSettings, LowResStage, Reference, RefineStage
 from engine.media.audio_file import AudioFile
 from engine.media.errors import MediaError
 from engine.media.framing import framer
 from engine.media.image import read_image
 from engine.media.mp4 import Mp4Writer
 from engine.parts import Parts
-from engine.streaming.segments import end_at, iter_segments, output_frames_for
-from engine.streaming.stages import GenerationSettings, LowResStage, Reference, RefineStage
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-import uvloop
 from PIL import Image
 from tqdm import tqdm
 
@@ -41,8 +40,9 @@ from engine.parts import DEFAULT_BUNDLE, REQUIRED, Parts
 from engine.render import RenderOptions, render
 from engine.streaming.engine import Engine
 from engine.streaming.session import SessionOptions
-from engine.training.tasks import TASKS, batches, build_task, held_out
+from engine.training.registry import TASKS, build_task
 from engine.training.trainer import Trainer, TrainSettings, to_device
+from engine.training.windows import batches, held_out
 
 log = logging.getLogger("ihuman")
 DEFAULT_AVATAR_SEED = 1_000_003  # a held-out procedural character
@@ -297,8 +297,15 @@ def _default_avatar(parts: Parts, image: Path | None, face_check: bool) -> Calla
 
 def cmd_serve(args: argparse.Namespace) -> int:
     # The WebRTC stack loads for `serve` only: a training or rendering machine needs no aiortc.
-    from transport.server import Server, ServerSettings  # noqa: PLC0415
-    from transport.server import run as serve  # noqa: PLC0415
+    try:
+        import uvloop  # noqa: PLC0415
+
+        from transport.server import Server, ServerSettings, prepare_webrtc  # noqa: PLC0415
+        from transport.server import run as serve  # noqa: PLC0415
+    except ImportError as err:
+        raise EngineError(
+            f"ihuman serve needs the WebRTC stack ({err.name} is missing): pip install 'infinityhuman[serve]'"
+        ) from None
 
     parts = _load_parts(args, allow_random_default=True)
     settings = ServerSettings(
@@ -313,6 +320,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     avatars = (args.bundle or DEFAULT_BUNDLE) / "avatars"
     settings = dataclasses.replace(settings, avatar_dir=avatars)
     default = _default_avatar(parts, args.avatar, _face_check(args, args.avatar))
+    prepare_webrtc(settings)
     server = Server(Engine(parts), settings, default, explicit_avatar=args.avatar is not None)
 
     def ready(url: str) -> None:

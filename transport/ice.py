@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
 
-from transport.errors import RequestError
+from engine.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def configuration(ice_servers: Sequence[str]) -> RTCConfiguration:
     servers = []
     for url in ice_servers:
         if not url.startswith(("stun:", "turn:", "turns:")):
-            raise RequestError(f"ICE server {url!r} must start with stun:, turn: or turns:")
+            raise ConfigError(f"ICE server {url!r} must start with stun:, turn: or turns:")
         if url.startswith(("turn:", "turns:")) and "@" in url:
             scheme, rest = url.split(":", 1)
             credentials, host = rest.rsplit("@", 1)

@@ -2,7 +2,7 @@
 
 The talker's peer connection sends the microphone and receives the avatar;
 viewers (an OBS Browser Source, a second participant) receive the same
-tracks through `MediaRelay`, so the engine runs once per avatar. A session
+tracks through a bounded relay (relay.py), so the engine runs once per avatar. A session
 ends when its talker leaves (peer closed, ICE failed) or never connects in
 time, and then releases everything: peers, tasks, the engine session.
 """
@@ -17,9 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.sdp import SessionDescription
 
 from engine.streaming.engine import Engine
 from engine.streaming.session import Session, SessionOptions
@@ -27,11 +25,16 @@ from transport import messages
 from transport.avatars import AvatarStore
 from transport.codecs import prefer_codecs
 from transport.errors import RequestError
+from transport.relay import BoundedRelay
+from transport.sdp import check_offer
 from transport.tracks import MicrophoneIngest, SessionAudioTrack, SessionVideoTrack
 
 log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S = 1.0
+# Audio frames (20 ms) a peer may fall behind before it loses the oldest: a short stall costs no
+# sound, a stalled viewer cannot grow the server's memory. Video keeps only the newest frame.
+AUDIO_BACKLOG_FRAMES = 50
 
 
 @dataclass
@@ -47,27 +50,22 @@ class AvatarSession:
     session: Session
     video: SessionVideoTrack
     audio: SessionAudioTrack
-    relay: MediaRelay = field(default_factory=MediaRelay)
+    video_relay: BoundedRelay = field(init=False)
+    audio_relay: BoundedRelay = field(init=False)
     peers: list[Peer] = field(default_factory=list)
     tasks: set[asyncio.Task] = field(default_factory=set)
     muted: bool = False
     closed: bool = False
+
+    def __post_init__(self) -> None:
+        self.video_relay = BoundedRelay(self.video, limit=1)
+        self.audio_relay = BoundedRelay(self.audio, limit=AUDIO_BACKLOG_FRAMES)
 
     def spawn(self, coro: object, name: str) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.id}-{name}")  # type: ignore[arg-type]
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
-
-
-def check_offer(offer: RTCSessionDescription) -> None:
-    """Refuse an SDP offer that does not parse or has no video section (the avatar is video)."""
-    try:
-        parsed = SessionDescription.parse(offer.sdp)
-    except (ValueError, IndexError, KeyError) as err:
-        raise RequestError(f"the SDP offer does not parse: {err}") from None
-    if not any(m.kind == "video" for m in parsed.media):
-        raise RequestError("the SDP offer has no video section: the avatar is video")
 
 
 class SessionRegistry:
@@ -166,9 +164,9 @@ class SessionRegistry:
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "video":
                 prefer_codecs(transceiver)
-                pc.addTrack(live.relay.subscribe(live.video, buffered=False))
+                pc.addTrack(live.video_relay.subscribe())
             elif transceiver.kind == "audio":
-                pc.addTrack(live.relay.subscribe(live.audio, buffered=True))  # never drop audio
+                pc.addTrack(live.audio_relay.subscribe())
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
         live.spawn(self._connect_timeout(live, peer), f"{role}-timeout")
@@ -245,6 +243,8 @@ class SessionRegistry:
                 await peer.pc.close()
         live.peers.clear()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await live.video_relay.close()
+        await live.audio_relay.close()
         await self.engine.close_session(live.session)
         log.info("%s: session closed", live.id)
 

@@ -141,6 +141,14 @@ def _string(body: dict, name: str, limit: int, *, required: bool = False) -> str
     return value
 
 
+def prepare_webrtc(settings: ServerSettings) -> None:
+    """What aiortc and aioice read from module globals, set for the whole process: our H.264
+    encoder settings (codecs.install) and the ICE host addresses (ice.use_host_addresses).
+    `ihuman serve` calls it once before making the Server; a Server does not change the process."""
+    codecs.install()
+    ice.use_host_addresses(settings.ice_addresses)
+
+
 class Server:
     def __init__(
         self,
@@ -154,8 +162,6 @@ class Server:
         the default was not chosen explicitly (--avatar), then the first demo picture."""
         check_settings(settings)
         self.engine, self.settings = engine, settings
-        codecs.install()
-        ice.use_host_addresses(settings.ice_addresses)
         rtc_config = ice.configuration(settings.ice_servers)
         self.avatars = AvatarStore(frame=framer(engine.config, settings.face_check, "the uploaded image"))
         if settings.avatar_dir is not None and settings.avatar_dir.is_dir():

@@ -15,7 +15,7 @@ from torch import Tensor
 from engine.audio.encoder import AudioEncoder, StreamingAudioEncoder
 from engine.audio.windows import latent_audio_windows
 from engine.config import Config
-from engine.streaming.segments import Segment
+from engine.generation.segments import Segment
 
 
 class AudioFeatureStream:

@@ -29,7 +29,7 @@ class Clip:
     seed: int  # also the character's identity id
     audio: np.ndarray  # [frames * samples_per_frame] float32, 16 kHz mono
     frames: Tensor  # [T, 3, H, W] uint8
-    points: Tensor  # [T, K, 2] canvas units (engine.data.keypoints)
+    points: Tensor  # [T, K, 2] canvas units (engine.pose.keypoints)
     visibility: Tensor  # [T, K] 1 inside the image
     mouth_open: Tensor  # [T] ground-truth mouth opening
     stressed: Tensor  # [T] bool stressed-syllable onsets

@@ -19,13 +19,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.config import TimeBase
-from engine.data import keypoints as kp
 from engine.data.clip import make_clip
 from engine.data.hands import sample_fault
 from engine.data.identity import sample_identity
 from engine.data.motion import OPEN_CURL, motion_from_audio
 from engine.data.render import render
 from engine.data.skeleton import pose_from_motion
+from engine.pose import keypoints as kp
 
 TILE = (320, 176)  # width, height
 

@@ -21,10 +21,10 @@ from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
 from engine.config import TimeBase
 from engine.data.clip import check_resolution, make_clip
-from engine.data.pose_tensor import pose_tensor
 from engine.data.store import DataError, StoredClip, list_clips, read_clip, read_meta
 from engine.exceptions import ConfigError
 from engine.media.image import cover
+from engine.pose.pose_tensor import pose_tensor
 
 
 @dataclass(frozen=True)

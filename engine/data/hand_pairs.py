@@ -14,13 +14,13 @@ from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
 from engine.config import TimeBase
-from engine.data import keypoints as kp
 from engine.data.hands import sample_fault
 from engine.data.identity import sample_identity
 from engine.data.motion import motion_from_audio
 from engine.data.render import render
 from engine.data.skeleton import Pose, pose_from_motion, visibility
 from engine.data.speech import speech_take
+from engine.pose import keypoints as kp
 
 
 def hand_crop(image: Tensor, pose: Pose, hand: str, size: int) -> Tensor:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from engine.data import keypoints as kp
+from engine.pose import keypoints as kp
 
 FAULTS = ("missing_finger", "extra_finger", "fused", "bent_back", "extra_joint", "melted")
 

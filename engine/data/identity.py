@@ -11,7 +11,7 @@ import colorsys
 import random
 from dataclasses import dataclass
 
-from engine.data.keypoints import BACKGROUND_LANDMARKS
+from engine.pose.keypoints import BACKGROUND_LANDMARKS
 
 HAIR_STYLES = ("short", "long", "bun", "curly", "bald")
 CLOTHING = ("solid", "stripes", "dots")

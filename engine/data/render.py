@@ -16,8 +16,11 @@ from enum import IntEnum
 import torch
 from torch import Tensor
 
-from engine.data import keypoints as kp
-from engine.data.canvas import (
+from engine.data.hands import HandFault, hand_drawing
+from engine.data.identity import Identity
+from engine.data.skeleton import LIP_THICKNESS, Pose
+from engine.pose import keypoints as kp
+from engine.pose.canvas import (
     Canvas,
     Sdf,
     bbox_of,
@@ -29,9 +32,6 @@ from engine.data.canvas import (
     ellipse_distance,
     intersect,
 )
-from engine.data.hands import HandFault, hand_drawing
-from engine.data.identity import Identity
-from engine.data.skeleton import LIP_THICKNESS, Pose
 
 CAVITY = (0.16, 0.03, 0.05)
 TEETH = (0.95, 0.94, 0.9)

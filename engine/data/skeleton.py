@@ -14,9 +14,9 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from engine.data import keypoints as kp
 from engine.data.identity import Identity
 from engine.data.motion import Motion
+from engine.pose import keypoints as kp
 
 # Palm layout in units of the palm length: (along the hand, across toward the thumb side).
 _MCP = ((1.0, 0.36), (1.05, 0.12), (1.0, -0.12), (0.92, -0.34))  # index, middle, ring, pinky

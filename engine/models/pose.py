@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.config import Config
-from engine.data import keypoints as kp
 from engine.models.vae import ResBlock
+from engine.pose import keypoints as kp
 
 
 class PoseHead(nn.Module):

@@ -18,15 +18,15 @@ from torch import Tensor
 
 from engine.config import get_preset
 from engine.exceptions import EngineError
+from engine.generation.segments import segment
+from engine.generation.stages import GenerationSettings, LowResStage, Reference, RefineStage
 from engine.media.image import read_image
 from engine.parts import Parts
 from engine.streaming.clock import Clock, RealClock
 from engine.streaming.options import SessionOptions
 from engine.streaming.pacing import session_delay
 from engine.streaming.pipeline import StageWrapper
-from engine.streaming.segments import segment
 from engine.streaming.session import Session, fitted_frame
-from engine.streaming.stages import GenerationSettings, LowResStage, Reference, RefineStage
 from engine.streaming.worker import Worker
 
 log = logging.getLogger(__name__)

@@ -15,13 +15,13 @@ import numpy as np
 
 from engine.audio.stream import AudioFeatureStream
 from engine.audio.vad import VadGate
+from engine.generation.segments import segment
 from engine.parts import Parts
 from engine.streaming.audio_in import AudioInput, AudioInputError
 from engine.streaming.clock import Clock
 from engine.streaming.options import SessionOptions
 from engine.streaming.pacing import Timeline
 from engine.streaming.pipeline import Job
-from engine.streaming.segments import segment
 from engine.streaming.stats import StatsCollector
 from engine.streaming.worker import Handoff
 

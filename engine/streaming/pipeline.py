@@ -21,12 +21,12 @@ from typing import Any
 from torch import Tensor
 
 from engine.frames import FrameSource, StageTimes
+from engine.generation.segments import Segment
+from engine.generation.stages import DecodedLowRes, GenerationSettings, LowResStage, Reference, RefineStage
 from engine.models.text import tokenize
 from engine.parts import Parts
 from engine.streaming.clock import Clock
 from engine.streaming.pacing import MovingAverage, Quality, Timeline
-from engine.streaming.segments import Segment
-from engine.streaming.stages import DecodedLowRes, GenerationSettings, LowResStage, Reference, RefineStage
 from engine.streaming.stats import StatsCollector
 from engine.streaming.worker import Handoff, Worker
 

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from engine.exceptions import EngineError
 from engine.frames import AudioChunk, VideoFrame
+from engine.generation.stages import GenerationSettings, Reference
 from engine.media.image import fit_image
 from engine.parts import Parts
 from engine.streaming.clock import Clock
@@ -33,7 +34,6 @@ from engine.streaming.options import SessionOptions
 from engine.streaming.output import SessionOutput
 from engine.streaming.pacing import DegradePolicy, Timeline
 from engine.streaming.pipeline import StagePipeline, StageWrapper
-from engine.streaming.stages import GenerationSettings, Reference
 from engine.streaming.stats import SessionStats, StatsCollector
 
 __all__ = ["Session", "SessionClosedError", "SessionOptions", "StageWrapper", "fitted_frame"]

@@ -1,4 +1,5 @@
-"""The `ihuman train lr-a2v|refiner` tasks: the two generators on video-autoencoder latents.
+"""The `ihuman train lr-a2v|hand-refl` tasks: LR-A2V on video-autoencoder latents (the refiner's
+tasks are in refiners.py; what follows holds for both generators).
 
 Both read the bundle's trained autoencoder (and, for LR-A2V, its audio
 encoder; for the refiner, its pose head) frozen, and build training segments
@@ -24,37 +25,27 @@ that the training never optimises.
 from __future__ import annotations
 
 import itertools
-import time
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.audio.windows import latent_audio_windows
-from engine.checkpoint import PART_BUILDERS, BundleError, load_bundle, read_config, save_bundle
 from engine.config import Config
-from engine.data import keypoints as kp
 from engine.data.dataset import WindowSpec
-from engine.data.pose_tensor import pose_tensor
-from engine.flow import euler_sample, sample_training_time, sampling_times, velocity_from_estimate
-from engine.media.image import cover
+from engine.flow import sampling_times, velocity_from_estimate
 from engine.models.hand_reward import HandEvaluator
-from engine.models.refiner import PGRefiner, RefinerConditions
 from engine.models.text import tokenize
-from engine.parts import REQUIRED, Parts
+from engine.parts import Parts
+from engine.pose import keypoints as kp
 from engine.randomness import randn
 from engine.training.steps import (
     LRA2VBatch,
-    RefinerBatch,
-    degraded_conditions,
     lr_a2v_step,
     lr_conditions,
-    refiner_step,
 )
 from engine.training.task import Task
-from engine.training.tasks import clip_with_reference, psnr
+from engine.training.windows import clip_with_reference
 
 STREAM_START_RATE = 0.15  # share of LR-A2V segments trained from the still history
 # Motion latents come from real video in training but from the model's own output when it
@@ -72,66 +63,7 @@ MOUTH_LOSS_WEIGHT = 10.0
 MOUTH_PIXEL_WEIGHT = 4.0
 LIP_CROP_CELLS = 12  # side of the decoded latent window around the lips
 LIP_CROP_MARGIN = 2  # cells at the window's edge left out of the pixel term (the decoder's padding)
-PREDICTED_POSE_RATE = 0.5  # share of refiner batches guided by the pose head instead of the truth
 EVAL_TIMES = (0.25, 0.5, 0.75)  # flow times of the held-out loss (fixed, so runs compare)
-
-
-def trained_parts(
-    config: Config, bundle: Path | None, names: tuple[str, ...]
-) -> tuple[Parts, dict[str, nn.Module]]:
-    """The bundle's trained `names` (frozen, eval) with fresh modules for the other engine parts;
-    parts that are not engine parts (the hand evaluator, the refiner's teacher) come back apart."""
-    have = (
-        load_bundle(bundle, names).parts if bundle is not None and (bundle / "config.json").is_file() else {}
-    )
-    missing = [n for n in names if n not in have]
-    if missing:
-        raise BundleError(
-            f"{bundle} has no trained {', '.join(missing)}: train them first (ihuman train "
-            f"{' / '.join(missing)} --out {bundle})"
-        )
-    for module in have.values():
-        module.eval().requires_grad_(False)
-    engine = {n: have[n] if n in have else PART_BUILDERS[n](config) for n in REQUIRED}
-    extras = {n: m for n, m in have.items() if n not in REQUIRED}
-    return Parts(config=config, **engine, source=f"training from {bundle}"), extras
-
-
-def _trainable_copy(module: nn.Module, config: Config, part: str) -> nn.Module:
-    copy = PART_BUILDERS[part](config)
-    copy.load_state_dict(module.state_dict())
-    return copy.train().requires_grad_(True)
-
-
-def build_generator_task(name: str, config: Config, spec_size: tuple[int, int], bundle: Path | None) -> Task:
-    """lr-a2v, refiner, distill or hand-refl, with the parts it reads from the bundle."""
-    w, h = spec_size
-    if name == "lr-a2v":
-        parts, _ = trained_parts(config, bundle, ("vae", "audio"))
-        task: Task = LRA2VTask(name, "lr_a2v", parts.lr_a2v.train(), {}, _spec(LRA2VTask, config, w, h))
-    elif name == "refiner":
-        parts, _ = trained_parts(config, bundle, ("vae", "pose"))
-        task = RefinerTask(name, "refiner", parts.refiner.train(), {}, _spec(RefinerTask, config, w, h))
-    elif name == "distill":
-        assert bundle is not None
-        has_teacher = "refiner_teacher" in read_config(bundle)[1].get("parts", {})
-        teacher_name = "refiner_teacher" if has_teacher else "refiner"
-        parts, extras = trained_parts(config, bundle, ("vae", "pose", teacher_name))
-        teacher = extras.get("refiner_teacher") or parts.refiner
-        if not has_teacher:  # keep the multi-step refiner: `refiner` becomes the student
-            save_bundle(bundle, config, {"refiner_teacher": teacher}, merge=True)
-        student = _trainable_copy(teacher, config, "refiner")
-        task = DistillTask(name, "refiner", student, {}, _spec(RefinerTask, config, w, h))
-        task.teacher = teacher
-    elif name == "hand-refl":
-        parts, extras = trained_parts(config, bundle, ("vae", "audio", "pose", "hand", "lr_a2v"))
-        model = _trainable_copy(parts.lr_a2v, config, "lr_a2v")
-        task = HandReflTask(name, "lr_a2v", model, {}, _spec(LRA2VTask, config, w, h))
-        task.evaluator = extras["hand"]
-    else:
-        raise ValueError(f"unknown generator task {name!r}")
-    task.parts = parts  # type: ignore[attr-defined]
-    return task
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -156,12 +88,14 @@ def mouth_weight(points: Tensor, grid: tuple[int, int], width: int, height: int)
     return (1 + MOUTH_LOSS_WEIGHT * torch.exp(-d2 / (2 * sigma**2)))[:, None, None]
 
 
-def _spec(cls: type, config: Config, width: int, height: int) -> WindowSpec:
+def window_spec(cls: type, config: Config, width: int, height: int) -> WindowSpec:
+    """The window a generator task of class `cls` trains on, at width x height."""
     return WindowSpec(frames=cls.window_frames(config), width=width, height=height)
 
 
+@dataclass
 class LRA2VTask(Task):
-    parts: Parts
+    parts: Parts  # the trained autoencoder and audio encoder it reads (frozen)
 
     def frozen(self) -> list[nn.Module]:
         return [self.parts.vae, self.parts.audio]
@@ -316,153 +250,6 @@ class LRA2VTask(Task):
         return result
 
 
-class RefinerTask(Task):
-    parts: Parts
-
-    def frozen(self) -> list[nn.Module]:
-        return [self.parts.vae, self.parts.pose]
-
-    @staticmethod
-    def window_frames(config: Config) -> int:
-        return config.time.vae_temporal_stride * (
-            config.segment.refiner_motion_latents + config.segment.new_latents
-        )
-
-    @torch.no_grad()
-    def make_batch(self, batch: dict, predicted_pose: bool | None = None) -> RefinerBatch:
-        cfg = self.parts.config
-        hr_frames, reference = batch["frames"], batch["reference"]  # [B, T, 3, H, W], [B, 3, H, W]
-        B, T = hr_frames.shape[:2]
-        lr_size = (cfg.lr.height, cfg.lr.width)
-        # Framed as the engine frames the LR video: the centre of the HR frame (media.image.cover).
-        lr_frames = cover(hr_frames.flatten(0, 1), cfg.lr.width, cfg.lr.height)
-        lr_reference = cover(reference, cfg.lr.width, cfg.lr.height)
-        hr_latents = self.parts.vae.encode(clip_with_reference(reference, hr_frames))
-        lr_clip = clip_with_reference(lr_reference, lr_frames.view(B, T, 3, *lr_size))
-        lr_latents = self.parts.vae.encode(lr_clip)
-        pose = batch["pose"]  # [B, 8, T, Hp, Wp] from the ground truth
-        if predicted_pose is None:
-            predicted_pose = bool(torch.rand(()) < PREDICTED_POSE_RATE)
-        if predicted_pose:
-            points, _ = self.parts.pose(lr_frames.clamp(0, 1))
-            Hp, Wp = cfg.pose_size
-            points = points.view(B, T, *points.shape[1:]).cpu()  # the raster is drawn on the CPU
-            pose = torch.stack([pose_tensor(p, Wp, Hp) for p in points]).to(hr_latents.device)
-        motion = cfg.segment.refiner_motion_latents
-        return RefinerBatch(
-            prefix=hr_latents[:, :, :1],
-            motion=hr_latents[:, :, 1 : 1 + motion],
-            target=hr_latents[:, :, 1 + motion :],
-            lr=lr_latents[:, :, 1 + motion :],
-            pose=pose[:, :, motion * cfg.time.vae_temporal_stride :],
-            text=tokenize([None] * B, cfg.text, hr_latents.device),
-        )
-
-    def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
-        result = refiner_step(self.model, self.make_batch(batch))
-        return result.loss, {}
-
-    @torch.no_grad()
-    def evaluate(self, batches: list[dict]) -> dict[str, float]:
-        self.model.eval()
-        g = torch.Generator().manual_seed(0)
-        losses = {True: [], False: []}
-        for b in batches:
-            for predicted in (False, True):
-                data = self.make_batch(b, predicted_pose=predicted)
-                t = sample_training_time(data.target.shape[0], generator=g, device=data.target.device)
-                losses[predicted].append(float(refiner_step(self.model, data, generator=g, t=t).loss))
-        self.model.train()
-        mean = {k: sum(v) / len(v) for k, v in losses.items()}
-        return {"held_out_flow_loss_true_pose": mean[False], "held_out_flow_loss_predicted_pose": mean[True]}
-
-
-class DistillTask(RefinerTask):
-    """One-step refiner distilled from the multi-step one.
-
-    Method: regression onto the teacher's K-step sample from the same noise and
-    conditions (the deterministic ODE map noise -> sample), in latent space plus
-    an L1 between the two decoded videos (the frozen decoder as a cheap
-    perceptual proxy), student initialised from the teacher. Why this: the
-    refiner is strongly conditioned — a degraded LR latent, the pose tensor and
-    the reference decide nearly everything — so its conditional output is close
-    to unimodal and the noise -> sample map is smooth, which a single step fits
-    by plain regression; that is stable and cheap enough for a CPU. Consistency
-    distillation needs many more training steps to converge, and an adversarial
-    term needs a discriminator that is hard to keep balanced at this scale.
-
-    The bundle keeps the teacher as `refiner_teacher`; `refiner` becomes the student.
-    """
-
-    teacher: PGRefiner
-    teacher_steps: int = 4
-    pixel_weight: float = 1.0
-
-    def frozen(self) -> list[nn.Module]:
-        return [*super().frozen(), self.teacher]
-
-    def _decode(self, prefix: Tensor, latents: Tensor) -> Tensor:
-        """The frames of `latents` decoded after the prefix (as the engine's primed decoder does)."""
-        return self.parts.vae.decode(torch.cat([prefix, latents], dim=2))[:, :, 1:]
-
-    def _pair(
-        self, data: RefinerBatch, g: torch.Generator | None
-    ) -> tuple[Tensor, Tensor, RefinerConditions]:
-        cond = degraded_conditions(data, self.parts.config.degradation, g)
-        noise = randn(data.target.shape, generator=g, device=data.target.device)
-        shift = self.parts.config.flow.refiner_time_shift
-        with torch.no_grad():
-            teacher = euler_sample(
-                self.teacher.velocity(cond), noise, sampling_times(self.teacher_steps, shift)
-            )
-        t0 = torch.zeros(noise.shape[0], device=noise.device)
-        student = self.model(noise, t0, cond)  # one Euler step from t = 0 lands on the estimate
-        return student, teacher, cond
-
-    def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
-        data = self.make_batch(batch)
-        student, teacher, _ = self._pair(data, None)
-        latent = F.mse_loss(student, teacher)
-        with torch.no_grad():
-            target = self._decode(data.prefix, teacher)
-        pixels = F.l1_loss(self._decode(data.prefix, student), target)
-        stats = {"latent_mse": float(latent.detach()), "pixel_l1": float(pixels.detach())}
-        return latent + self.pixel_weight * pixels, stats
-
-    @torch.no_grad()
-    def evaluate(self, batches: list[dict]) -> dict[str, float]:
-        """PSNR of the student's and the teacher's frames against the real ones, and their times."""
-        self.model.eval()
-        g = torch.Generator().manual_seed(0)
-        psnr_student, psnr_teacher, agree, t_student, t_teacher = [], [], [], 0.0, 0.0
-        shift = self.parts.config.flow.refiner_time_shift
-        for b in batches:
-            data = self.make_batch(b, predicted_pose=True)
-            cond = degraded_conditions(data, self.parts.config.degradation, g)
-            noise = randn(data.target.shape, generator=g, device=data.target.device)
-            start = time.perf_counter()
-            teacher = euler_sample(
-                self.teacher.velocity(cond), noise, sampling_times(self.teacher_steps, shift)
-            )
-            middle = time.perf_counter()
-            student = euler_sample(self.model.velocity(cond), noise, sampling_times(1, shift))
-            t_teacher, t_student = t_teacher + middle - start, t_student + time.perf_counter() - middle
-            real = self._decode(data.prefix, data.target).clamp(0, 1)
-            frames_t, frames_s = (self._decode(data.prefix, z).clamp(0, 1) for z in (teacher, student))
-            psnr_teacher.append(psnr(frames_t, real))
-            psnr_student.append(psnr(frames_s, real))
-            agree.append(psnr(frames_s, frames_t))
-        self.model.train()
-        n = len(batches)
-        return {
-            "student_psnr_db": sum(psnr_student) / n,
-            "teacher_psnr_db": sum(psnr_teacher) / n,
-            "student_vs_teacher_psnr_db": sum(agree) / n,
-            "teacher_steps": float(self.teacher_steps),
-            "speedup": t_teacher / max(t_student, 1e-9),
-        }
-
-
 def hand_crops(frames: Tensor, points: Tensor, visible: Tensor, size: int) -> Tensor:
     """Crops [n, 3, size, size] around each visible hand of frames [N, 3, H, W] (keeps gradients)."""
     N, _, H, W = frames.shape
@@ -480,6 +267,7 @@ def hand_crops(frames: Tensor, points: Tensor, visible: Tensor, size: int) -> Te
     return torch.stack(crops) if crops else frames.new_zeros(0, 3, size, size)
 
 
+@dataclass
 class HandReflTask(LRA2VTask):
     """Hand reward feedback learning on LR-A2V, mixed with its flow loss.
 

@@ -4,6 +4,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from engine.data.clip import make_clip
@@ -52,6 +53,7 @@ def test_lip_sync_ceiling_runs_on_random_parts() -> None:
     assert all(-1 <= c.correlation <= 1 and c.frames == 24 for c in ceiling.values())  # whole latents
 
 
+@pytest.mark.slow
 def test_the_demo_reader_reads_rendered_mouths_and_the_autoencoder_loses_some() -> None:
     ceiling = lip_sync_ceiling(Parts.from_bundle(DEFAULT_BUNDLE), characters=2, seconds=4.0)
     rendered, reconstructed = ceiling["rendered"], ceiling["reconstructed"]
@@ -59,6 +61,7 @@ def test_the_demo_reader_reads_rendered_mouths_and_the_autoencoder_loses_some() 
     assert 0.5 < reconstructed.correlation < rendered.correlation
 
 
+@pytest.mark.slow
 def test_showcase_writes_a_gif_and_a_sheet(tmp_path: Path) -> None:
     parts = Parts.random(micro_config(), seed=1)
     video, generated, truth, picture, true_frames = speak(parts, 5, seconds=1.0)

@@ -5,16 +5,17 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from engine.checkpoint import load_bundle
-from engine.data import keypoints as kp
 from engine.data.clip import make_clip
 from engine.fidelity import fidelity, judge, mouth_boxes, smoothness
 from engine.fidelity import photo_judge as judge_photos
 from engine.models.lr_a2v import LRA2V
 from engine.models.refiner import PGRefiner
 from engine.parts import DEFAULT_BUNDLE, Parts
+from engine.pose import keypoints as kp
 from tests.factories import micro_config
 
 PHOTOS = Path(__file__).parents[1] / "fixtures" / "photos"
@@ -62,6 +63,7 @@ def test_judge_compares_generated_frames_and_the_still_baseline_with_the_truth()
     assert report["smoothness"]["truth_hr"]["ratio"] > 0
 
 
+@pytest.mark.slow
 def test_photo_judge_sees_a_still_face_that_does_not_speak() -> None:
     """Fresh generators over the demo bundle's autoencoder stream the framed photo, still: the face
     is found, the picture matches the reference outside the mouth, and the mouth moves no more in

@@ -61,6 +61,7 @@ def _read_mp4(path: Path) -> tuple[dict, list[np.ndarray], np.ndarray]:
     return info, frames, audio
 
 
+@pytest.mark.slow
 def test_fixture_renders_to_a_playable_mp4_as_long_as_its_audio(
     parts: Parts, reference: Path, tmp_path: Path
 ) -> None:
@@ -84,6 +85,7 @@ def test_fixture_renders_to_a_playable_mp4_as_long_as_its_audio(
     assert not (tmp_path / "out.mp4.partial").exists()
 
 
+@pytest.mark.slow
 def test_lossless_audio_is_bit_exact(parts: Parts, reference: Path, tmp_path: Path) -> None:
     wav = FIXTURE / "audio.wav"
     render(parts, reference, wav, tmp_path / "out.mp4", RenderOptions(audio_codec="flac"))
@@ -103,6 +105,7 @@ def test_any_length_gets_one_frame_per_started_40_ms(
     assert len(frames) == report.frames == -(-round(seconds * 16_000) // 640)
 
 
+@pytest.mark.slow
 def test_same_seed_same_video_other_seed_other_video(parts: Parts, reference: Path, tmp_path: Path) -> None:
     """With generators that use their noise (randomised weights); fresh ones stream the still picture
     whatever the noise, so the seed changes nothing."""

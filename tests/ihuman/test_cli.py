@@ -26,6 +26,7 @@ def test_info_text_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert "parameters.lr_a2v" in out and "parameters.refiner" in out
 
 
+@pytest.mark.slow
 def test_console_script_rejects_unknown_preset() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "ihuman", "info", "--preset", "huge"],
@@ -37,6 +38,7 @@ def test_console_script_rejects_unknown_preset() -> None:
     assert "invalid choice: 'huge'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_serve_starts_prints_its_url_and_answers(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
@@ -137,3 +139,31 @@ def test_eval_and_export_on_a_bundle(tmp_path: Path, capsys: pytest.CaptureFixtu
     plot = tmp_path / "identity.png"
     assert main(["eval", "identity", *bundle, "--seconds", "2", "--plot", str(plot)]) == 0
     assert plot.stat().st_size > 1000 and "largest colour deviation" in capsys.readouterr().out
+
+
+def test_serve_refuses_a_bad_ice_server_before_listening(capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    assert main(["serve", "--port", str(port), "--ice-server", "http://example.invalid"]) == 2
+    assert "must start with stun:, turn: or turns:" in capsys.readouterr().err
+
+
+WEBRTC_STACK = ("aiortc", "aioice", "aiohttp", "msgpack", "uvloop", "prometheus_client")
+
+
+def _without_webrtc(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """`ihuman ARGS` as on a render-only install (`pip install .`): the WebRTC stack's modules are
+    set to None in sys.modules, so importing them fails as if they were not installed."""
+    code = (
+        f"import sys\nfor m in {WEBRTC_STACK!r}: sys.modules[m] = None\n"
+        f"from ihuman.cli import main\nsys.exit(main({args!r}))\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+
+
+@pytest.mark.slow
+def test_render_works_without_the_serve_extra_and_serve_says_what_to_install() -> None:
+    render = _without_webrtc(["render", "--help"])
+    assert render.returncode == 0 and "--image" in render.stdout, render.stderr[-2000:]
+    serve = _without_webrtc(["serve", "--port", "1"])
+    assert serve.returncode == 2
+    assert "pip install 'infinityhuman[serve]'" in serve.stderr

@@ -23,7 +23,7 @@ from engine.parts import Parts
 from engine.streaming.engine import Engine
 from engine.streaming.session import SessionOptions
 from transport import ice, messages
-from transport.server import Server, ServerSettings
+from transport.server import Server, ServerSettings, prepare_webrtc
 
 LOOPBACK = ("127.0.0.1",)
 
@@ -45,6 +45,7 @@ async def running_server(
     config = ServerSettings(port=port, ice_addresses=LOOPBACK, session_options=options, **settings)  # type: ignore[arg-type]
     hr = parts.config.hr
     picture = make_clip(picture_seed, 0.04, hr.width, hr.height).frames[0]
+    prepare_webrtc(config)
     server = Server(Engine(parts), config, lambda: picture)
     runner = web.AppRunner(server.app())
     await runner.setup()

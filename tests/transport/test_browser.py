@@ -17,6 +17,8 @@ import pytest
 
 from tests.transport.browser_session import CHROMIUM
 
+pytestmark = pytest.mark.slow  # make test-fast leaves it out
+
 ROOT = Path(__file__).parents[2]
 
 

@@ -144,6 +144,7 @@ def test_token_guards_every_route(parts: Parts) -> None:
     asyncio.run(main())
 
 
+@pytest.mark.slow
 def test_admission_control_bad_messages_and_abandoned_offers(parts: Parts) -> None:
     async def main() -> None:
         async with running_server(parts, max_sessions=1, connect_timeout_s=1.5) as (server, url):
@@ -188,6 +189,7 @@ def test_admission_control_bad_messages_and_abandoned_offers(parts: Parts) -> No
     asyncio.run(main())
 
 
+@pytest.mark.slow
 def test_connect_disconnect_cycles_leak_nothing(parts: Parts) -> None:
     threads_before = set(threading.enumerate())
 

@@ -9,7 +9,7 @@ from engine.audio.encoder import AudioEncoder
 from engine.audio.stream import AudioFeatureStream
 from engine.audio.windows import latent_audio_windows
 from engine.config import get_preset
-from engine.streaming.segments import plan_segments
+from engine.generation.segments import plan_segments
 from tests.factories import randomize_
 
 TINY = get_preset("tiny")

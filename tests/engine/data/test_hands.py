@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from engine.config import TimeBase
-from engine.data import keypoints as kp
 from engine.data.hand_pairs import HandPairs, as_labelled
 from engine.data.hands import FAULTS, HandFault
 from engine.data.identity import sample_identity
 from engine.data.motion import OPEN_CURL, motion_from_audio
 from engine.data.render import Label, render
 from engine.data.skeleton import pose_from_motion
+from engine.pose import keypoints as kp
 
 W, H = 640, 352
 

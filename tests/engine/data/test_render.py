@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from engine.config import TimeBase
-from engine.data import keypoints as kp
 from engine.data.identity import sample_identity
 from engine.data.motion import OPEN_CURL, motion_from_audio
-from engine.data.pose_tensor import STROKES, pose_tensor
 from engine.data.render import Label, render
 from engine.data.skeleton import pose_from_motion
 from engine.data.speech import speech_take
+from engine.pose import keypoints as kp
+from engine.pose.pose_tensor import STROKES, pose_tensor
 
 TIME = TimeBase()
 W, H = 640, 352
@@ -49,6 +49,7 @@ def test_silence_gives_a_closed_mouth() -> None:
     assert inner.sum() == 0
 
 
+@pytest.mark.slow
 def test_cavity_area_tracks_mouth_opening(speech: np.ndarray) -> None:
     for seed in (0, 7):
         motion, _, frames = _frames(seed, speech)

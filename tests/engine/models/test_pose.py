@@ -1,11 +1,12 @@
 from pathlib import Path
 
+import pytest
 import torch
 
 from engine.config import get_preset
-from engine.data import keypoints as kp
 from engine.data.dataset import ClipWindows, WindowSpec
 from engine.models.pose import MOUTH_CROP_SAMPLES, PoseHead, mouth_crops, pose_loss
+from engine.pose import keypoints as kp
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "procedural"
 
@@ -18,6 +19,7 @@ def test_outputs_are_canvas_coordinates() -> None:
     assert points[..., 0].abs().max() <= half_width and 0 <= points[..., 1].min() <= points[..., 1].max() <= 1
 
 
+@pytest.mark.slow
 def test_pose_head_learns_keypoints_of_procedural_frames() -> None:
     window = ClipWindows(FIXTURES, WindowSpec(frames=8, width=160, height=96))[1]  # the mouth moves
     head = PoseHead(get_preset("tiny"))

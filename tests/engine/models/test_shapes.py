@@ -16,6 +16,7 @@ def _count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_forward_shapes_on_meta_device(name: str) -> None:
     c = get_preset(name)
@@ -41,6 +42,7 @@ def test_paper_generators_are_about_1_3b_parameters() -> None:
     assert counts[0] > counts[1]  # the audio branch is LR-A2V's extra
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny", "small"])
 def test_real_forward_runs(name: str) -> None:
     c = get_preset(name)

@@ -1,5 +1,5 @@
-"""The pieces of a live session: worker threads, the input audio store, the VAD gate, the degrade
-policy, the virtual clock."""
+"""The pieces of a live session below its owners: worker threads, the input audio store, the VAD
+gate, the virtual clock (pacing: test_pacing.py, the frame store: test_output.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,7 @@ import pytest
 from engine.audio.vad import VadGate
 from engine.streaming.audio_in import AudioInput, AudioInputError
 from engine.streaming.clock import VirtualClock
-from engine.streaming.pacing import DegradePolicy, quality_levels, target_delay
 from engine.streaming.worker import Worker
-from tests.factories import micro_config
 
 
 def test_worker_runs_calls_in_order_off_the_loop_and_joins() -> None:
@@ -103,34 +101,3 @@ def test_vad_passes_speech_and_silences_noise_with_a_hangover(speech: np.ndarray
     assert np.count_nonzero(out[voiced]) > 0.6 * len(speech)
     last = 16_000 + len(speech)
     assert out[last : last + 4000].any() and not out[last + 8000 :].any()  # hangover, then silence
-
-
-def test_degrade_policy_steps_down_recovers_and_backs_off() -> None:
-    assert [(q.lr_steps, q.refine) for q in quality_levels(4)] == [
-        (4, True),
-        (2, True),
-        (1, True),
-        (1, False),
-    ]
-    assert [(q.lr_steps, q.refine) for q in quality_levels(1)] == [(1, True), (1, False)]
-    assert [q.level for q in quality_levels(1)] == [0, 1]
-    policy = DegradePolicy(4, clean_to_recover=3)
-    assert policy.end_of_segment(True) is None  # one miss is not a pattern
-    assert policy.end_of_segment(True).level == 1
-    for _ in range(2):
-        policy.end_of_segment(True)
-    assert policy.level == 2
-    assert [policy.end_of_segment(False) for _ in range(3)][-1].level == 1  # recovers after 3 clean
-    policy.end_of_segment(True)
-    assert policy.end_of_segment(True).level == 2  # the recovery failed: next one waits longer
-    assert all(policy.end_of_segment(False) is None for _ in range(5))
-    assert policy.end_of_segment(False).level == 1
-    assert policy.changes == 5
-    off = DegradePolicy(4, enabled=False)
-    assert all(off.end_of_segment(True) is None for _ in range(10)) and off.level == 0
-
-
-def test_target_delay_covers_the_audio_wait_and_the_compute() -> None:
-    cfg = micro_config()
-    wait = (cfg.segment_video_frames + cfg.audio.lookahead_frames) / cfg.time.fps
-    assert target_delay(cfg, compute_s=0.2, jitter_s=0.05, safety=1.5) == pytest.approx(wait + 0.35)

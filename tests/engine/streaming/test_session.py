@@ -151,6 +151,7 @@ def _segment_s(config: Config) -> float:
 # ----- exact output on a virtual clock ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_frame_on_time_and_the_audio_delayed_to_match(tiny_parts: Parts) -> None:
     seconds = 3.0
     engine = virtual_engine(tiny_parts, {"low_res": 0.15, "refine": 0.25})
@@ -210,6 +211,7 @@ def test_frames_follow_the_audio() -> None:
     low_res=st.sampled_from([0.05, 0.2, 0.3, 0.45]),
     refine=st.sampled_from([0.05, 0.25, 0.45, 0.9]),
 )
+@pytest.mark.slow
 def test_slow_stages_get_fallbacks_and_degrade_but_never_delay(
     micro_parts: Parts, low_res: float, refine: float
 ) -> None:
@@ -333,6 +335,7 @@ def test_close_leaves_no_tasks_or_threads(micro_parts: Parts) -> None:
     assert set(threading.enumerate()) <= before  # every worker thread was joined
 
 
+@pytest.mark.slow
 def test_a_long_session_keeps_memory_flat(micro_parts: Parts) -> None:
     """30 minutes of stream on the virtual clock (micro-size parts, outputs reused after the first
     segment so it runs in seconds): memory after 5 minutes and after 30 is the same. Counted as

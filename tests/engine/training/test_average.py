@@ -13,9 +13,10 @@ from engine.checkpoint import load_bundle, save_bundle
 from engine.config import get_preset
 from engine.exceptions import ConfigError
 from engine.training.average import WARMUP_STEPS, WeightAverage
+from engine.training.registry import build_task
 from engine.training.task import Task
-from engine.training.tasks import batches, build_task
 from engine.training.trainer import Trainer, TrainSettings
+from engine.training.windows import batches
 from ihuman.cli import main
 
 TINY = get_preset("tiny")

@@ -15,12 +15,15 @@ from engine.checkpoint import save_bundle
 from engine.config import Resolution
 from engine.parts import Parts
 from engine.randomness import rand, randn
+from engine.training.registry import GENERATOR_TASKS, PART_TASKS, build_task
 from engine.training.steps import lr_a2v_step
 from engine.training.task import Task
-from engine.training.tasks import GENERATOR_TASKS, PART_TASKS, batches, build_task
 from engine.training.trainer import Trainer, TrainSettings, to_device
+from engine.training.windows import batches
 from ihuman.cli import main
 from tests.factories import micro_config, randomize_
+
+pytestmark = pytest.mark.slow  # make test-fast leaves it out
 
 # The micro preset at the fixture clips' 5:3 frame (160x96), so tasks can read them.
 MICRO = micro_config().replace(lr=Resolution(80, 48), hr=Resolution(160, 96))

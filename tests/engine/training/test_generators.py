@@ -11,13 +11,14 @@ import torch
 
 from engine.checkpoint import BundleError, load_bundle, save_bundle
 from engine.config import DropoutConfig
-from engine.data import keypoints as kp
 from engine.models.refiner import PGRefiner
 from engine.parts import DEFAULT_BUNDLE, Parts
+from engine.pose import keypoints as kp
 from engine.training.generators import LIP_CROP_CELLS, LIP_CROP_MARGIN, MOTION_NOISE
+from engine.training.registry import build_task
 from engine.training.steps import lr_a2v_step, refiner_step
-from engine.training.tasks import batches, build_task, held_out
 from engine.training.trainer import Trainer, TrainSettings
+from engine.training.windows import batches, held_out
 from tests.factories import micro_config, randomize_, refiner_batch
 
 MICRO = micro_config()

@@ -10,6 +10,7 @@ tiny preset needs minutes per run on two cores.
 import dataclasses
 from collections.abc import Callable
 
+import pytest
 import torch
 
 from engine.config import Config, DropoutConfig
@@ -19,6 +20,8 @@ from engine.models.lr_a2v import LRA2V
 from engine.models.refiner import PGRefiner
 from engine.training.steps import StepResult, lr_a2v_step, refiner_step
 from tests.factories import lr_batch, lr_conditions, micro_config, refiner_batch, refiner_conditions
+
+pytestmark = pytest.mark.slow  # make test-fast leaves it out
 
 # A step budget, not a time budget: a test that must finish in so many seconds fails on a loaded
 # machine. Measured: 100-400 steps (a few seconds) for either model, over init seeds.

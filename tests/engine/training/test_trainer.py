@@ -8,19 +8,14 @@ import torch
 
 from engine.checkpoint import BundleError, load_bundle
 from engine.config import get_preset
-from engine.data import keypoints as kp
 from engine.data.clip import make_clip
 from engine.exceptions import ConfigError
-from engine.training.tasks import (
-    MOUTH_JITTER_PX,
-    PART_TASKS,
-    Task,
-    batches,
-    build_task,
-    held_out,
-    jitter_mouth,
-)
+from engine.pose import keypoints as kp
+from engine.training.part_tasks import MOUTH_JITTER_PX, jitter_mouth
+from engine.training.registry import PART_TASKS, build_task
+from engine.training.task import Task
 from engine.training.trainer import Trainer, TrainSettings
+from engine.training.windows import batches, held_out
 from ihuman.cli import main
 
 TINY = get_preset("tiny")
@@ -153,7 +148,7 @@ def test_vae_trains_at_half_scale_too() -> None:
 
 
 def test_vae_loss_weighs_the_mouth_more() -> None:
-    from engine.training.tasks import MOUTH_WEIGHT, _mouth_weight  # noqa: PLC0415
+    from engine.training.part_tasks import MOUTH_WEIGHT, _mouth_weight  # noqa: PLC0415
 
     clip = make_clip(4, 0.4, 160, 96)
     batch = {"points": clip.points[None, :2]}
@@ -164,6 +159,7 @@ def test_vae_loss_weighs_the_mouth_more() -> None:
     assert weight[0, 0, 0, y, x] == 1 + MOUTH_WEIGHT and weight[0, 0, 0, 0, 0] == 1
 
 
+@pytest.mark.slow
 def test_mouth_reader_also_reads_the_bundles_reconstructions(tmp_path: Path) -> None:
     """With a trained autoencoder in the bundle, the reader trains on its reconstructions too (what
     the engine shows the head) and its evaluation reports both readings."""

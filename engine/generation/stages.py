@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.config import Config
-from engine.data.pose_tensor import pose_tensor
 from engine.flow import euler_sample, sampling_times
+from engine.generation.segments import Segment
 from engine.media.image import fit_image
 from engine.models.degradation import degrade_latent, inference_degradation
 from engine.models.lr_a2v import LRConditions
@@ -35,7 +35,7 @@ from engine.models.refiner import RefinerConditions
 from engine.models.text import TextTokens, tokenize
 from engine.models.vae import DecoderState
 from engine.parts import Parts
-from engine.streaming.segments import Segment
+from engine.pose.pose_tensor import pose_tensor
 
 
 @dataclass(frozen=True)

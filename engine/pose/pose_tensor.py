@@ -24,8 +24,8 @@ import itertools
 import torch
 from torch import Tensor
 
-from engine.data import keypoints as kp
-from engine.data.canvas import PixelGrid, bbox_of, capsule
+from engine.pose import keypoints as kp
+from engine.pose.canvas import PixelGrid, bbox_of, capsule
 
 CHANNELS = 8
 STROKE_PIXELS = 1.5  # stroke width in pose pixels

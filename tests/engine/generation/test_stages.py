@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from engine.audio.stream import AudioFeatureStream
+from engine.generation.segments import segment
+from engine.generation.stages import GenerationSettings, LowResStage, Reference, RefineStage, to_uint8
 from engine.models.lr_a2v import LRConditions
 from engine.models.refiner import lr_on_hr_grid
 from engine.models.text import tokenize
 from engine.parts import Parts
-from engine.streaming.segments import segment
-from engine.streaming.stages import GenerationSettings, LowResStage, Reference, RefineStage, to_uint8
 from tests.factories import micro_config, randomize_
 
 MICRO = micro_config()

@@ -1,4 +1,4 @@
-"""kernels.bench: the paper shapes come from the config, and the script runs (smoke, interpreter)."""
+"""bench.kernels: the paper shapes come from the config, and the script runs (smoke, interpreter)."""
 
 import json
 import os
@@ -6,8 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from bench.kernels import Shape, paper_shapes
 from engine.config import get_preset
-from kernels.bench import Shape, paper_shapes
 
 
 def test_paper_shapes_follow_the_config() -> None:
@@ -21,10 +23,11 @@ def test_paper_shapes_follow_the_config() -> None:
     assert Shape("x", 1, 1, 10, 10, 64, (2, 3, 5)).pairs(masked=True) == 2 * 2 + 3 * 5 + 5 * 10
 
 
+@pytest.mark.slow
 def test_bench_smoke_writes_a_report(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    command = [sys.executable, "-m", "kernels.bench", "--smoke", "--runs", "2", "--warmup", "1"]
+    command = [sys.executable, "-m", "bench.kernels", "--smoke", "--runs", "2", "--warmup", "1"]
     subprocess.run(
         [*command, "--dtype", "float32", "--out", str(out)], check=True, env=env, capture_output=True
     )

@@ -1,4 +1,4 @@
-"""Attention speed on the paper preset's shapes: `python -m kernels.bench [--out FILE.json]`.
+"""Attention speed on the paper preset's shapes: `python -m bench.kernels [--out FILE.json]`.
 
 Times our Triton forward against torch's SDPA with the flash and the cuDNN
 backends forced, in the same run, with warm-up, CUDA events and the median of
@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from engine.benchinfo import environment, write_report
+from engine.config import get_preset
 from kernels.attention import attention
 
 
@@ -49,10 +51,6 @@ class Shape:
 
 def paper_shapes() -> list[Shape]:
     """The attention calls of one segment of the paper preset (see engine/config.py)."""
-    # The benchmark is an entry point: it reads the model's shapes from the engine's config; the
-    # kernels themselves never import the engine.
-    from engine.config import get_preset  # noqa: PLC0415
-
     cfg = get_preset("paper")
     s, d = cfg.segment, cfg.lr_a2v.head_dim
     lr, hr = cfg.lr_tokens_per_latent, cfg.hr_tokens_per_latent
@@ -157,11 +155,9 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda" and not args.smoke:
-        raise SystemExit("kernels.bench times GPU kernels: run it on a CUDA machine (or --smoke here)")
+        raise SystemExit("bench.kernels times GPU kernels: run it on a CUDA machine (or --smoke here)")
     dtype = getattr(torch, args.dtype)
     shapes = smoke_shapes() if args.smoke else paper_shapes()
-    from engine.benchinfo import environment, write_report  # noqa: PLC0415  (see paper_shapes)
-
     rows = [measure(s, device, dtype, args.runs, args.warmup) for s in shapes]
     report = {
         "bench": "attention forward",

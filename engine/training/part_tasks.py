@@ -1,70 +1,24 @@
-"""The `ihuman train` tasks: model, batches, loss and held-out evaluation of each.
-
-Batches come from the procedural generator on the fly (DataLoader workers
-render while the main process trains) or from clips on disk (`--data DIR`).
-Held-out evaluation uses characters (seeds) the training never sees.
-"""
+"""The `ihuman train` tasks of the parts trained on rendered frames alone: the video autoencoder,
+the pose head and its mouth reader, the mouth judge, the audio encoder and the hand evaluator."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from engine.audio.encoder import AudioEncoder
-from engine.checkpoint import BundleError, load_bundle
-from engine.config import Config
-from engine.data import keypoints as kp
-from engine.data.dataset import ClipGroupedSampler, ClipWindows, ProceduralWindows, Shuffled, WindowSpec
 from engine.data.hand_pairs import HandPairs
-from engine.exceptions import ConfigError
 from engine.models.degradation import gaussian_blur
-from engine.models.hand_reward import HandEvaluator
-from engine.models.mouth_judge import MouthJudge
-from engine.models.pose import PoseHead, pose_loss
+from engine.models.pose import pose_loss
 from engine.models.vae import VideoAutoencoder
+from engine.pose import keypoints as kp
 from engine.randomness import rand, randn
 from engine.training.task import Task
-
-HELD_OUT_SEED = 1_000_000  # evaluation characters start here; training seeds stay below
-PART_TASKS = ("vae", "pose", "audio", "hand-evaluator", "mouth-judge")  # trained on their own
-GENERATOR_TASKS = ("lr-a2v", "refiner", "distill", "hand-refl")  # read trained parts from the bundle
-TASKS = (*PART_TASKS, "mouth", *GENERATOR_TASKS)  # mouth: the pose head's reader, on the trained head
-
-
-def psnr(a: Tensor, b: Tensor) -> float:
-    return float(10 * torch.log10(1.0 / F.mse_loss(a.clamp(0, 1), b).clamp_min(1e-10)))
-
-
-def random_crop(
-    frames: Tensor, size: int, multiple: int, centre: tuple[float, float] | None = None
-) -> Tensor:
-    """The same size x size window of every frame [..., H, W], its corner on a `multiple` grid:
-    around `centre` (x, y pixels) when given, anywhere otherwise."""
-    return crop_window(frames, size, multiple, centre)[0]
-
-
-def crop_window(
-    frames: Tensor, size: int, multiple: int, centre: tuple[float, float] | None = None
-) -> tuple[Tensor, tuple[int, int]]:
-    """random_crop, and the (top, left) pixel of the window."""
-    H, W = frames.shape[-2:]
-    if size >= min(H, W):
-        return frames, (0, 0)
-    if centre is None:
-        top = int(torch.randint(0, (H - size) // multiple + 1, ()))
-        left = int(torch.randint(0, (W - size) // multiple + 1, ()))
-    else:
-        top = min(max(0, round((centre[1] - size / 2) / multiple)), (H - size) // multiple)
-        left = min(max(0, round((centre[0] - size / 2) / multiple)), (W - size) // multiple)
-    top, left = top * multiple, left * multiple
-    return frames[..., top : top + size, left : left + size], (top, left)
-
+from engine.training.windows import clip_with_reference, crop_window, psnr
 
 MOUTH_CROPS = 0.35  # share of VAE crops centred on the lips
 MOUTH_WEIGHT = 4.0  # extra weight of the VAE's reconstruction error around the lips
@@ -112,6 +66,7 @@ def _mouth_weight(
     return (1 + MOUTH_WEIGHT * inside.float())[:, None]
 
 
+@dataclass
 class VAETask(Task):
     """Reconstruction (L1 + MSE). The autoencoder is fully convolutional, so it trains on random
     crops (`crop` pixels, much cheaper on a CPU) and is evaluated on whole held-out frames.
@@ -196,14 +151,10 @@ def jitter_mouth(points: Tensor, height: int, generator: torch.Generator | None 
     return (points - centre) * scale + centre + shift
 
 
-def clip_with_reference(reference: Tensor, frames: Tensor) -> Tensor:
-    """reference [B, 3, H, W] + frames [B, T, 3, H, W] -> the autoencoder's clip [B, 3, 1 + T, H, W]."""
-    return torch.cat([reference[:, :, None], frames.transpose(1, 2)], dim=2)
-
-
 RECONSTRUCTED_RATE = 0.5  # share of mouth-reader batches read from autoencoder reconstructions
 
 
+@dataclass
 class MouthTask(Task):
     """The pose head's mouth reader, on the bundle's trained head (frozen but for the reader):
     L1 between the opening it reads and the ground truth. Training crops are placed by the true
@@ -354,117 +305,3 @@ class HandEvaluatorTask(Task):
             "held_out_accuracy": float(torch.cat([good > 0, bad < 0]).float().mean()),
             "held_out_pairs": float(len(good)),
         }
-
-
-FRAME_TASKS: dict[str, tuple[type[Task], str, type[nn.Module]]] = {
-    "pose": (PoseTask, "pose", PoseHead),
-    "mouth-judge": (MouthJudgeTask, "mouth_judge", MouthJudge),
-}
-
-
-def build_task(
-    name: str,
-    config: Config,
-    width: int | None = None,
-    height: int | None = None,
-    crop: int | None = None,
-    bundle: Path | None = None,
-    half_scale: float = 0.0,
-) -> Task:
-    """The task with its model (fresh) and window spec (default sizes: HR for vae and refiner, LR
-    otherwise). crop: vae only, train on random crops of this many pixels (a multiple of the VAE
-    stride). bundle: where the generator tasks read the trained parts they need."""
-    res = config.hr if name in ("vae", "refiner", "distill") else config.lr
-    w, h = width or res.width, height or res.height
-    if crop is not None and (name != "vae" or crop <= 0 or crop % config.time.vae_spatial_stride):
-        raise ConfigError(
-            f"--crop is for the vae task, a positive multiple of {config.time.vae_spatial_stride}; got {crop}"
-        )
-    if half_scale and (name != "vae" or not 0 <= half_scale <= 1):
-        raise ConfigError(f"--half-scale is for the vae task, a share in [0, 1]; got {half_scale}")
-    if name == "vae":
-        spec = WindowSpec(frames=1 + 2 * config.time.vae_temporal_stride, width=w, height=h)
-        task = VAETask(name, "vae", VideoAutoencoder(config), {}, spec)
-        task.crop, task.half_scale = crop, half_scale
-        return task
-    if name in FRAME_TASKS:  # a model of its own on windows of 4 frames
-        task_class, part, builder = FRAME_TASKS[name]
-        return task_class(name, part, builder(config), {}, WindowSpec(frames=4, width=w, height=h))
-    if name == "mouth":
-        head = _trained_pose(bundle)
-        head.requires_grad_(False).mouth.requires_grad_(True)
-        task = MouthTask(name, "pose", head, {}, WindowSpec(frames=4, width=w, height=h))
-        if bundle is not None and (bundle / "vae.safetensors").is_file():
-            task.vae = load_bundle(bundle, ("vae",)).parts["vae"].eval().requires_grad_(False)
-        return task
-    if name == "audio":
-        mouth = nn.Linear(config.audio.feature_dim, 1)
-        spec = WindowSpec(frames=50, width=w, height=h)
-        return AudioTask(name, "audio", AudioEncoder(config), {"mouth": mouth}, spec)
-    if name == "hand-evaluator":
-        return HandEvaluatorTask(
-            name, "hand", HandEvaluator(config), {}, WindowSpec(frames=1, width=w, height=h)
-        )
-    if name in GENERATOR_TASKS:
-        from engine.training.generators import build_generator_task  # noqa: PLC0415  (it imports Task)
-
-        if (w, h) != (res.width, res.height):
-            raise ConfigError(f"{name} trains at the preset's size {res}: its latent grid is fixed")
-        return build_generator_task(name, config, (w, h), bundle)
-    raise ValueError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}")
-
-
-def _trained_pose(bundle: Path | None) -> nn.Module:
-    """The bundle's pose head, to train its mouth reader on."""
-    if bundle is None or not (bundle / "pose.safetensors").is_file():
-        raise BundleError(
-            f"{bundle} has no trained pose head: train it first (ihuman train pose --out {bundle})"
-        )
-    return load_bundle(bundle, ("pose",)).parts["pose"]
-
-
-def batches(
-    task: Task,
-    batch: int,
-    *,
-    seed: int,
-    seconds: float,
-    workers: int,
-    data: Path | None = None,
-    pin_memory: bool = False,
-) -> Iterator[dict]:
-    """An endless stream of training batches (pin_memory: in page-locked memory, for a GPU)."""
-    own = task.stream(range(seed, HELD_OUT_SEED), batch, workers)
-    if own is not None:
-        while True:
-            yield from own
-    if data is not None:
-        mix = min(batch, 8)  # characters per batch (and decoded clips held per loader worker)
-        dataset = ClipWindows(data, task.spec, hop=max(1, task.spec.frames // 2), cache=mix)
-        order = ClipGroupedSampler(dataset, mix, torch.Generator().manual_seed(seed))
-        while True:
-            yield from DataLoader(
-                dataset,
-                batch_size=batch,
-                sampler=order,
-                num_workers=workers,
-                drop_last=True,
-                pin_memory=pin_memory,
-            )
-    # Seeds of on-the-fly clips never reach the held-out range.
-    for epoch in itertools.count():
-        start = seed + epoch * 10_000
-        seeds = range(start, min(start + 10_000, HELD_OUT_SEED))
-        windows = Shuffled(ProceduralWindows(seeds, seconds, task.spec), size=4 * batch, seed=start)
-        yield from DataLoader(
-            windows, batch_size=batch, num_workers=workers, drop_last=True, pin_memory=pin_memory
-        )
-
-
-def held_out(task: Task, clips: int, seconds: float, batch: int) -> list[dict]:
-    """Batches of `clips` characters the training never sees."""
-    seeds = range(HELD_OUT_SEED, HELD_OUT_SEED + clips)
-    own = task.stream(seeds, batch, 0)
-    if own is not None:
-        return list(own)
-    return list(DataLoader(ProceduralWindows(seeds, seconds, task.spec), batch_size=batch))

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.config import PRESETS, get_preset
-from engine.streaming.segments import iter_segments, output_frames_for, plan_segments
+from engine.generation.segments import iter_segments, output_frames_for, plan_segments
 
 TINY = get_preset("tiny")
 SPF = TINY.time.samples_per_frame

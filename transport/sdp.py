@@ -1,0 +1,18 @@
+"""Checks on the SDP offers peers send, before aiortc acts on them."""
+
+from __future__ import annotations
+
+from aiortc import RTCSessionDescription
+from aiortc.sdp import SessionDescription
+
+from transport.errors import RequestError
+
+
+def check_offer(offer: RTCSessionDescription) -> None:
+    """Refuse an SDP offer that does not parse or has no video section (the avatar is video)."""
+    try:
+        parsed = SessionDescription.parse(offer.sdp)
+    except (ValueError, IndexError, KeyError) as err:
+        raise RequestError(f"the SDP offer does not parse: {err}") from None
+    if not any(m.kind == "video" for m in parsed.media):
+        raise RequestError("the SDP offer has no video section: the avatar is video")
