@@ -20,6 +20,7 @@ from engine.benchinfo import environment, peak_rss_mb, percentiles, write_report
 from engine.data.clip import make_clip
 from engine.data.speech import speech_take
 from engine.frames import FrameSource
+from engine.generation.stages import GenerationChoices
 from engine.streaming.engine import Engine
 from engine.streaming.session import SessionOptions
 
@@ -102,7 +103,7 @@ def main() -> None:
     if args.steps is not None and args.steps < 1:
         parser.error("--steps must be >= 1")
     engine = Engine.load(args.bundle, preset=args.preset, device=args.device)
-    options = SessionOptions(target_delay_ms=args.delay_ms, lr_steps=args.steps)
+    options = SessionOptions(target_delay_ms=args.delay_ms, generation=GenerationChoices(lr_steps=args.steps))
     started = time.perf_counter()
     report = asyncio.run(run(engine, args.seconds, options))
     report["wall_seconds"] = time.perf_counter() - started

@@ -424,9 +424,7 @@ TINY = Config(
     hr=Resolution(320, 176),
     latent_channels=8,
     # Spatial /4 with 1x4x4 patches: the same 16-pixel tokens as /8 with 1x2x2, but 4x the latent
-    # per pixel. At 160x96 a face is ~24 px; through /8 the tiny autoencoder lost it (the mouth
-    # reader's correlation with the truth fell from 0.99 on real frames to 0.4-0.8 on
-    # reconstructions); through /4 with the shortcuts of models/vae.py it reads 0.68-0.78 (issue 8).
+    # per pixel; at 160x96 a face is ~24 px and /8 lost the mouth (measured: docs/design.md).
     time=TimeBase(vae_spatial_stride=4),
     lr_a2v=DiTConfig(width=128, depth=4, heads=4, patch=(1, 4, 4)),
     refiner=DiTConfig(width=128, depth=4, heads=4, patch=(1, 4, 4)),
@@ -438,9 +436,8 @@ TINY = Config(
     segment=SegmentConfig(new_latents=2, motion_latents=1, refiner_motion_latents=0),
     # One Euler step: from t = 0 it lands on LR-A2V's clean estimate (x-prediction from the still
     # reference), which is what its mouth term trains, at half the time of two. Audio guidance 2
-    # (the velocity-predicting LR-A2V before read r = 0.60 with it against 0.58 at scale 1). No text
-    # is used, so the text scale equals the audio's: the plan is then two estimates (all
-    # conditions; audio and text dropped), not three.
+    # (docs/design.md). No text is used, so the text scale equals the audio's: the plan is then two
+    # estimates (all conditions; audio and text dropped), not three.
     flow=FlowConfig(lr_steps=1, guidance_audio=2.0, guidance_text=2.0),
     # ~0.4 GFLOP per 320x176 output frame: the decoder must keep up with 25 fps on 2 CPU cores.
     vae=VAEConfig(encoder_channels=(32, 64), decoder_channels=(16, 8)),

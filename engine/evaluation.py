@@ -34,7 +34,14 @@ from engine.data.clip import make_clip
 from engine.data.motion import Motion, motion_from_audio
 from engine.data.speech import speech_take
 from engine.generation.segments import plan_segments
-from engine.generation.stages import DecodedLowRes, GenerationSettings, LowResStage, Reference, RefineStage
+from engine.generation.stages import (
+    DecodedLowRes,
+    GenerationChoices,
+    GenerationSettings,
+    LowResStage,
+    Reference,
+    RefineStage,
+)
 from engine.media.image import fit_image
 from engine.parts import Parts
 from engine.pose import keypoints as kp
@@ -54,7 +61,7 @@ def generate(
     """The live algorithm over finite audio: (LR result, HR frames or None, frames to keep) per segment."""
     cfg = parts.config
     reference = Reference.encode(parts, image)
-    settings = GenerationSettings.from_config(cfg, seed=seed)
+    settings = GenerationSettings.from_config(cfg, GenerationChoices(seed=seed))
     low = LowResStage(parts, reference, settings)
     refiner = RefineStage(parts, reference, settings) if refine else None
     features = AudioFeatureStream(parts.audio, cfg)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,7 +21,13 @@ import torch.nn.functional as F
 from engine.audio.stream import AudioFeatureStream
 from engine.benchinfo import peak_rss_mb, rss_mb
 from engine.generation.segments import end_at, iter_segments, output_frames_for
-from engine.generation.stages import GenerationSettings, LowResStage, Reference, RefineStage
+from engine.generation.stages import (
+    GenerationChoices,
+    GenerationSettings,
+    LowResStage,
+    Reference,
+    RefineStage,
+)
 from engine.media.audio_file import AudioFile
 from engine.media.errors import MediaError
 from engine.media.framing import framer
@@ -34,9 +40,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RenderOptions:
-    text: str | None = None  # optional prompt
-    lr_steps: int | None = None  # LR-A2V Euler steps (default: the config's)
-    seed: int = 0  # noise seed: the same inputs and seed give the same video
+    generation: GenerationChoices = field(default_factory=GenerationChoices)  # steps, seed, prompt
     face_check: bool = True  # frame the picture by its face, refuse one without (media.framing)
     size: tuple[int, int] | None = None  # output width, height (default: the preset's HR size)
     audio_codec: str = "aac"  # aac (plays everywhere), or flac / alac (lossless)
@@ -114,12 +118,7 @@ def render(
         writer = Mp4Writer(out, *size, cfg.time.fps, source.sample_rate, source.channels, options.audio_codec)
         try:
             reference = Reference.encode(parts, reference_image)
-            settings = GenerationSettings.from_config(
-                cfg,
-                lr_steps=options.lr_steps,
-                seed=options.seed,
-                text=options.text,
-            )
+            settings = GenerationSettings.from_config(cfg, options.generation)
             low, refine = LowResStage(parts, reference, settings), RefineStage(parts, reference, settings)
             features = AudioFeatureStream(parts.audio, cfg)
             feed = _AudioFeed(source, writer, features)

@@ -30,6 +30,7 @@ from engine.evaluation import (
 )
 from engine.exceptions import EngineError
 from engine.fidelity import judge, photo_judge
+from engine.generation.stages import GenerationChoices
 from engine.media.framing import framer
 from engine.media.image import read_image
 from engine.media.mp4 import AUDIO_CODECS
@@ -263,9 +264,7 @@ def _face_check(args: argparse.Namespace, image: Path | None) -> bool:
 def cmd_render(args: argparse.Namespace) -> int:
     parts = _load_parts(args)
     options = RenderOptions(
-        text=args.text,
-        lr_steps=args.steps,
-        seed=args.seed,
+        generation=GenerationChoices(lr_steps=args.steps, seed=args.seed, text=args.text),
         size=args.size,
         audio_codec=args.audio_codec,
         face_check=_face_check(args, args.image),

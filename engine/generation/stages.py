@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.config import Config
+from engine.exceptions import ConfigError
 from engine.flow import euler_sample, sampling_times
 from engine.generation.segments import Segment
 from engine.media.image import fit_image
@@ -39,25 +40,37 @@ from engine.pose.pose_tensor import pose_tensor
 
 
 @dataclass(frozen=True)
+class GenerationChoices:
+    """What a caller chooses about generation, for a live session (SessionOptions) or a render
+    (RenderOptions) alike; None = the config's."""
+
+    lr_steps: int | None = None  # LR-A2V Euler steps per segment
+    seed: int = 0  # noise of both stages: the same inputs and seed give the same video
+    text: str | None = None  # optional prompt for both generators
+
+    def __post_init__(self) -> None:
+        if self.lr_steps is not None and self.lr_steps < 1:
+            raise ConfigError(f"lr_steps must be >= 1, got {self.lr_steps}")
+
+
+@dataclass(frozen=True)
 class GenerationSettings:
-    """Per-session choices; the defaults come from the config."""
+    """The choices resolved against the config: what the stages run with."""
 
     lr_steps: int  # Euler steps of LR-A2V per segment
     refiner_steps: int  # Euler steps of the refiner (1 once distilled)
     seed: int = 0  # noise of both stages
     text: str | None = None  # optional prompt for both generators
 
-    def __post_init__(self) -> None:
-        for name in ("lr_steps", "refiner_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
     @classmethod
-    def from_config(cls, config: Config, **overrides: object) -> GenerationSettings:
-        f = config.flow
-        values = {"lr_steps": f.lr_steps, "refiner_steps": f.refiner_steps}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+    def from_config(cls, config: Config, choices: GenerationChoices | None = None) -> GenerationSettings:
+        choices, f = choices or GenerationChoices(), config.flow
+        return cls(
+            lr_steps=choices.lr_steps or f.lr_steps,
+            refiner_steps=f.refiner_steps,  # validated by the config
+            seed=choices.seed,
+            text=choices.text,
+        )
 
 
 @dataclass(frozen=True)

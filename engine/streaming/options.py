@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from engine.generation.stages import GenerationChoices
 
 
 @dataclass(frozen=True)
 class SessionOptions:
     target_delay_ms: float | None = None  # D; None = from the engine's measured stage times
-    lr_steps: int | None = None  # LR-A2V Euler steps per segment (default: the config's)
-    seed: int = 0  # noise seed of both stages
+    # steps and seed (the prompt is open_session's, and set_text's)
+    generation: GenerationChoices = field(default_factory=GenerationChoices)
     vad: bool = True  # the model hears only what the VAD calls speech (noise never moves the mouth)
     vad_mode: int = 2  # WebRTC VAD aggressiveness 0..3
     vad_hangover_ms: int = 300  # speech continues this long after the last voiced 20 ms

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -66,9 +67,7 @@ class Session:
         cfg = parts.config
         self.config, self.parts, self.clock, self.options, self.name = cfg, parts, clock, options, name
         self.timeline = Timeline(clock.now(), delay_s, cfg.time.fps, cfg.time.sample_rate)
-        settings = GenerationSettings.from_config(
-            cfg, lr_steps=options.lr_steps, seed=options.seed, text=text
-        )
+        settings = GenerationSettings.from_config(cfg, replace(options.generation, text=text))
         self.stats = StatsCollector()
         policy = DegradePolicy(settings.lr_steps, enabled=options.degrade)
         self.output = SessionOutput(

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from engine.config import get_preset
+from engine.generation.stages import GenerationChoices
 from engine.media.errors import MediaError
 from engine.parts import Parts
 from engine.render import RenderOptions, render
@@ -121,7 +122,13 @@ def test_same_seed_same_video_other_seed_other_video(parts: Parts, reference: Pa
         ("d", 1, parts),
         ("e", 2, parts),
     ):
-        render(which, reference, wav, tmp_path / f"{name}.mp4", RenderOptions(seed=seed))
+        render(
+            which,
+            reference,
+            wav,
+            tmp_path / f"{name}.mp4",
+            RenderOptions(generation=GenerationChoices(seed=seed)),
+        )
         videos[name] = np.stack(_read_mp4(tmp_path / f"{name}.mp4")[1])
     assert np.array_equal(videos["a"], videos["b"])
     assert not np.array_equal(videos["a"], videos["c"])

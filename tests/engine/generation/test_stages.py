@@ -8,7 +8,14 @@ import torch
 
 from engine.audio.stream import AudioFeatureStream
 from engine.generation.segments import segment
-from engine.generation.stages import GenerationSettings, LowResStage, Reference, RefineStage, to_uint8
+from engine.generation.stages import (
+    GenerationChoices,
+    GenerationSettings,
+    LowResStage,
+    Reference,
+    RefineStage,
+    to_uint8,
+)
 from engine.models.lr_a2v import LRConditions
 from engine.models.refiner import lr_on_hr_grid
 from engine.models.text import tokenize
@@ -34,7 +41,7 @@ def test_fresh_parts_stream_the_reference_still(steps: int) -> None:
     the refiner's frames are the LR latents on the HR grid, decoded."""
     parts = Parts.random(MICRO, seed=1)
     reference, features = _inputs(parts)
-    settings = GenerationSettings.from_config(MICRO, lr_steps=steps, seed=7)
+    settings = GenerationSettings.from_config(MICRO, GenerationChoices(lr_steps=steps, seed=7))
     low, refine = LowResStage(parts, reference, settings), RefineStage(parts, reference, settings)
     upscaled = []
     for i in range(3):
@@ -55,7 +62,9 @@ def test_one_step_is_the_guided_estimate_from_the_sessions_noise() -> None:
     reference, features = _inputs(parts)
     seg = segment(0, MICRO)
     audio = features.windows(seg)
-    stage = LowResStage(parts, reference, GenerationSettings.from_config(MICRO, lr_steps=1, seed=5))
+    stage = LowResStage(
+        parts, reference, GenerationSettings.from_config(MICRO, GenerationChoices(lr_steps=1, seed=5))
+    )
     latents = stage.generate(seg, audio)
 
     C, (h, w) = MICRO.latent_channels, MICRO.lr_latent_grid
@@ -75,7 +84,7 @@ def test_one_step_is_the_guided_estimate_from_the_sessions_noise() -> None:
 
 def test_bad_step_counts_are_refused() -> None:
     with pytest.raises(ValueError, match="lr_steps must be >= 1"):
-        GenerationSettings.from_config(MICRO, lr_steps=0)  # a session's or a render's override
+        GenerationChoices(lr_steps=0)  # a session's or a render's choice
 
 
 def test_a_new_picture_is_where_the_next_estimates_start() -> None:
