@@ -22,7 +22,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from engine.benchinfo import environment, write_report
-from engine.config import get_preset
+from engine.presets import get_preset
 from kernels.attention import attention
 
 
@@ -50,7 +50,7 @@ class Shape:
 
 
 def paper_shapes() -> list[Shape]:
-    """The attention calls of one segment of the paper preset (see engine/config.py)."""
+    """The attention calls of one segment of the paper preset (engine/presets.py)."""
     cfg = get_preset("paper")
     s, d = cfg.segment, cfg.lr_a2v.head_dim
     lr, hr = cfg.lr_tokens_per_latent, cfg.hr_tokens_per_latent

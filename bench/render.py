@@ -20,10 +20,10 @@ import torch
 from PIL import Image
 
 from engine.benchinfo import environment, percentiles, rss_mb, write_report
-from engine.config import get_preset
 from engine.data.clip import make_clip
 from engine.data.speech import speech_take
 from engine.parts import Parts
+from engine.presets import get_preset
 from engine.render import RenderOptions, render
 
 

@@ -8,19 +8,11 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from engine.config import (
-    AudioConfig,
-    Config,
-    DiTConfig,
-    Resolution,
-    TextConfig,
-    TimeBase,
-    VAEConfig,
-    get_preset,
-)
+from engine.config import AudioConfig, Config, DiTConfig, Resolution, TextConfig, TimeBase, VAEConfig
 from engine.models.lr_a2v import LRConditions
 from engine.models.refiner import RefinerConditions
 from engine.models.text import tokenize
+from engine.presets import get_preset
 from engine.training.steps import LRA2VBatch, RefinerBatch
 
 T = TypeVar("T")

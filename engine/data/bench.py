@@ -14,13 +14,14 @@ from pathlib import Path
 import torch
 
 from engine.benchinfo import environment, percentiles, write_report
-from engine.config import TimeBase, get_preset
+from engine.config import TimeBase
 from engine.data.dataset import ProceduralWindows, WindowSpec
 from engine.data.identity import sample_identity
 from engine.data.motion import motion_from_audio
 from engine.data.render import render
 from engine.data.skeleton import pose_from_motion
 from engine.data.speech import speech_take
+from engine.presets import get_preset
 
 RESOLUTIONS = ((640, 352), (1280, 720))
 

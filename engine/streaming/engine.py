@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from engine.config import get_preset
 from engine.exceptions import EngineError
 from engine.generation.segments import segment
 from engine.generation.stages import GenerationSettings, LowResStage, Reference, RefineStage
 from engine.media.image import read_image
 from engine.parts import Parts
+from engine.presets import get_preset
 from engine.streaming.clock import Clock, RealClock
 from engine.streaming.options import SessionOptions
 from engine.streaming.pacing import session_delay

@@ -17,7 +17,7 @@ PACKAGES = ("engine", "kernels", "transport", "ihuman", "bench")
 INFERENCE = (
     "engine.models", "engine.generation", "engine.streaming", "engine.render", "engine.audio",
     "engine.media", "engine.flow", "engine.pose", "engine.parts", "engine.checkpoint",
-    "engine.config", "transport",
+    "engine.config", "engine.presets", "transport",
 )  # fmt: skip
 
 

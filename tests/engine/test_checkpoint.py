@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import save_file
 
 from engine.checkpoint import BundleError, load_bundle, read_config, save_bundle
-from engine.config import get_preset
 from engine.models.lr_a2v import LRA2V
 from engine.models.refiner import PGRefiner
+from engine.presets import get_preset
 from tests.factories import randomize_
 
 TINY = get_preset("tiny")

@@ -2,8 +2,9 @@ import dataclasses
 
 import pytest
 
-from engine.config import PRESETS, Config, DiTConfig, Resolution, get_preset
+from engine.config import Config, DiTConfig, Resolution
 from engine.exceptions import ConfigError
+from engine.presets import PRESETS, get_preset
 
 
 def test_paper_preset_matches_the_method() -> None:

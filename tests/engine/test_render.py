@@ -7,10 +7,10 @@ import av
 import numpy as np
 import pytest
 
-from engine.config import get_preset
 from engine.generation.stages import GenerationChoices
 from engine.media.errors import MediaError
 from engine.parts import Parts
+from engine.presets import get_preset
 from engine.render import RenderOptions, render
 from ihuman.cli import main
 from tests.engine.media.test_audio_file import write_wav
@@ -164,7 +164,7 @@ def test_cli_reports_bad_inputs_clearly(
 def test_cli_without_a_bundle_says_what_to_pass(
     reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("ihuman.cli.DEFAULT_BUNDLE", tmp_path / "no-demo")
+    monkeypatch.setattr("ihuman.loading.DEFAULT_BUNDLE", tmp_path / "no-demo")
     code = main(
         ["render", "--image", str(reference), "--audio", str(FIXTURE / "audio.wav"), "--out", "x.mp4"]
     )

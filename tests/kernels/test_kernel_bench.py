@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.kernels import Shape, paper_shapes
-from engine.config import get_preset
+from engine.presets import get_preset
 
 
 def test_paper_shapes_follow_the_config() -> None:

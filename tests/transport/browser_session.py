@@ -26,12 +26,12 @@ from PIL import Image
 from playwright.async_api import Page, async_playwright
 
 from engine.checkpoint import load_bundle
-from engine.config import get_preset
 from engine.media.image import cover, fit_image
 from engine.models.mouth_judge import MouthJudge
 from engine.parts import DEFAULT_BUNDLE, Parts
+from engine.presets import get_preset
 from engine.streaming.session import SessionOptions
-from ihuman.cli import DEFAULT_AVATAR_SEED
+from ihuman.commands.serve import DEFAULT_AVATAR_SEED
 from tests.factories import micro_config
 from tests.transport.helpers import running_server
 from transport.live import AvatarSession

@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.audio.encoder import AudioEncoder, StreamingAudioEncoder
-from engine.config import get_preset
+from engine.presets import get_preset
 from tests.factories import randomize_
 
 TINY = get_preset("tiny")

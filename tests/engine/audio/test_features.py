@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.audio.features import StreamingLogMel, log_mel, mel_filterbank
-from engine.config import get_preset
+from engine.presets import get_preset
 
 CFG = get_preset("tiny")
 

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from engine.audio.encoder import AudioEncoder
 from engine.audio.stream import AudioFeatureStream
 from engine.audio.windows import latent_audio_windows
-from engine.config import get_preset
 from engine.generation.segments import plan_segments
+from engine.presets import get_preset
 from tests.factories import randomize_
 
 TINY = get_preset("tiny")

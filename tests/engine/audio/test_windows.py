@@ -1,7 +1,7 @@
 import torch
 
 from engine.audio.windows import latent_audio_windows
-from engine.config import get_preset
+from engine.presets import get_preset
 
 TINY = get_preset("tiny")  # stride 4, left context 2, lookahead 2 -> 8 features per window
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from engine.config import DropoutConfig, get_preset
+from engine.config import DropoutConfig
 from engine.flow import (
     Guidance,
     euler_sample,
@@ -15,6 +15,7 @@ from engine.flow import (
 )
 from engine.models.lr_a2v import CONDITIONS, LRA2V
 from engine.models.refiner import PGRefiner
+from engine.presets import get_preset
 from engine.training.steps import lr_a2v_step, refiner_step
 from tests.factories import lr_batch, lr_conditions, randomize_, refiner_batch
 

@@ -3,8 +3,8 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.config import PRESETS, get_preset
 from engine.generation.segments import iter_segments, output_frames_for, plan_segments
+from engine.presets import PRESETS, get_preset
 
 TINY = get_preset("tiny")
 SPF = TINY.time.samples_per_frame

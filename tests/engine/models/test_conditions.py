@@ -5,10 +5,10 @@ import dataclasses
 import pytest
 import torch
 
-from engine.config import get_preset
 from engine.models.lr_a2v import LRA2V
 from engine.models.refiner import PGRefiner
 from engine.models.text import tokenize
+from engine.presets import get_preset
 from tests.factories import lr_batch, lr_conditions, randomize_, refiner_batch, refiner_conditions
 
 TINY = get_preset("tiny")

@@ -1,7 +1,7 @@
 import torch
 
-from engine.config import get_preset
 from engine.models.degradation import degrade_latent, gaussian_blur, inference_degradation, sample_degradation
+from engine.presets import get_preset
 
 
 def test_zero_sigma_is_identity_and_blur_is_per_sample() -> None:

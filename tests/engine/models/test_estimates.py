@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import PRESETS, AudioConfig, Config, DiTConfig, TextConfig
+from engine.config import AudioConfig, Config, DiTConfig, TextConfig
 from engine.flow import euler_sample, sampling_times
 from engine.media.image import cover
 from engine.models.lr_a2v import LRA2V
 from engine.models.refiner import PGRefiner, lr_on_hr_grid
+from engine.presets import PRESETS
 from engine.training.steps import lr_a2v_step, refiner_step
 from tests.factories import lr_batch, lr_conditions, refiner_batch, refiner_conditions
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from engine.checkpoint import save_bundle
-from engine.config import get_preset
 from engine.data.dataset import ClipWindows, WindowSpec
 from engine.models.mouth_judge import MouthJudge
 from engine.parts import REQUIRED, Parts
+from engine.presets import get_preset
 from engine.training.part_tasks import photometric_jitter
 from ihuman.cli import main
 from tests.factories import micro_config

@@ -3,10 +3,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.config import get_preset
 from engine.data.dataset import ClipWindows, WindowSpec
 from engine.models.pose import MOUTH_CROP_SAMPLES, PoseHead, mouth_crops, pose_loss
 from engine.pose import keypoints as kp
+from engine.presets import get_preset
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "procedural"
 

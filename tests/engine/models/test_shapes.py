@@ -5,10 +5,10 @@ import dataclasses
 import pytest
 import torch
 
-from engine.config import PRESETS, get_preset
 from engine.exceptions import InputShapeError
 from engine.models.lr_a2v import LRA2V
 from engine.models.refiner import PGRefiner
+from engine.presets import PRESETS, get_preset
 from tests.factories import lr_batch, lr_conditions, refiner_batch, refiner_conditions, to_device
 
 

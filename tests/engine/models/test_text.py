@@ -1,7 +1,7 @@
 import torch
 
-from engine.config import get_preset
 from engine.models.text import ByteTextEncoder, TextTokens, tokenize
+from engine.presets import get_preset
 
 CFG = get_preset("tiny").text
 

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from engine.config import get_preset
 from engine.exceptions import ConfigError, InputShapeError
 from engine.models.vae import (
     LATENT_STATS_MOMENTUM,
@@ -11,6 +10,7 @@ from engine.models.vae import (
     _match_channels,
     decoder_flops_per_frame,
 )
+from engine.presets import get_preset
 from tests.factories import randomize_
 
 TINY = get_preset("tiny")

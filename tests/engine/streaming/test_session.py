@@ -23,9 +23,10 @@ from hypothesis import strategies as st
 
 from engine.audio.stream import AudioFeatureStream
 from engine.benchinfo import rss_mb
-from engine.config import Config, get_preset
+from engine.config import Config
 from engine.frames import AudioChunk, FrameSource, VideoFrame
 from engine.parts import Parts
+from engine.presets import get_preset
 from engine.streaming.audio_in import AudioInputError
 from engine.streaming.clock import RealClock, VirtualClock
 from engine.streaming.engine import Engine, TooManySessionsError

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from engine.checkpoint import load_bundle, save_bundle
-from engine.config import get_preset
 from engine.exceptions import ConfigError
+from engine.presets import get_preset
 from engine.training.average import WARMUP_STEPS, WeightAverage
 from engine.training.registry import build_task
 from engine.training.task import Task

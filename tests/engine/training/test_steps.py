@@ -1,8 +1,9 @@
 import torch
 
-from engine.config import DropoutConfig, get_preset
+from engine.config import DropoutConfig
 from engine.models.lr_a2v import LRA2V
 from engine.models.refiner import PGRefiner
+from engine.presets import get_preset
 from engine.training.conditioning import lr_a2v_rates, refiner_rates, sample_keep
 from engine.training.steps import lr_a2v_step, refiner_step
 from tests.factories import lr_batch, refiner_batch

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from engine.checkpoint import BundleError, load_bundle
-from engine.config import get_preset
 from engine.data.clip import make_clip
 from engine.exceptions import ConfigError
 from engine.pose import keypoints as kp
+from engine.presets import get_preset
 from engine.training.part_tasks import MOUTH_JITTER_PX, jitter_mouth
 from engine.training.registry import PART_TASKS, build_task
 from engine.training.task import Task

@@ -1,0 +1,94 @@
+"""`ihuman serve`: the WebRTC server and its browser page."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from engine.data.clip import make_clip
+from engine.exceptions import EngineError
+from engine.media.framing import framer
+from engine.media.image import read_image
+from engine.parts import DEFAULT_BUNDLE, Parts
+from engine.presets import PRESETS
+from engine.streaming.engine import Engine
+from engine.streaming.session import SessionOptions
+from ihuman import loading
+
+DEFAULT_AVATAR_SEED = 1_000_003  # a held-out procedural character
+
+
+def _default_avatar(parts: Parts, image: Path | None, face_check: bool) -> Callable[[], torch.Tensor]:
+    """The picture a talker gets without uploading one: --avatar, else a procedural character."""
+    if image is not None:
+        picture = framer(parts.config, face_check, str(image))(read_image(image))
+    else:
+        hr = parts.config.hr
+        picture = make_clip(DEFAULT_AVATAR_SEED, 1 / parts.config.time.fps, hr.width, hr.height).frames[0]
+    return lambda: picture
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    # The WebRTC stack loads for `serve` only: a training or rendering machine needs no aiortc.
+    try:
+        import uvloop  # noqa: PLC0415
+
+        from transport.server import Server, ServerSettings, prepare_webrtc  # noqa: PLC0415
+        from transport.server import run as serve  # noqa: PLC0415
+    except ImportError as err:
+        raise EngineError(
+            f"ihuman serve needs the WebRTC stack ({err.name} is missing): pip install 'infinityhuman[serve]'"
+        ) from None
+
+    parts = loading.load_parts(args, allow_random_default=True)
+    settings = ServerSettings(
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        max_sessions=args.max_sessions,
+        ice_servers=tuple(args.ice_server),
+        session_options=SessionOptions(target_delay_ms=args.delay_ms),
+        face_check=not args.no_face_check,
+    )
+    avatars = (args.bundle or DEFAULT_BUNDLE) / "avatars"
+    settings = dataclasses.replace(settings, avatar_dir=avatars)
+    default = _default_avatar(parts, args.avatar, loading.face_check(args, args.avatar))
+    prepare_webrtc(settings)
+    server = Server(Engine(parts), settings, default, explicit_avatar=args.avatar is not None)
+
+    def ready(url: str) -> None:
+        print(f"InfinityHuman Live: open {url} (Ctrl-C stops)", flush=True)
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server is stopped
+            uvloop.run(serve(server, on_ready=ready))
+    except OSError as err:  # the port is taken, the address is not ours, ...
+        raise EngineError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
+    return 0
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    srv = sub.add_parser("serve", help="the WebRTC server: browser client, viewers for OBS")
+    srv.add_argument("--host", default="127.0.0.1", help="listen address (beyond loopback needs --token)")
+    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--bundle", type=Path, help=f"trained bundle (default: {DEFAULT_BUNDLE})")
+    srv.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="random weights of a preset")
+    srv.add_argument("--random-weights", action="store_true", help="untrained parts of --preset (speed only)")
+    srv.add_argument("--avatar", type=Path, help="default reference picture (framed by its face)")
+    srv.add_argument(
+        "--no-face-check",
+        action="store_true",
+        help="use uploads and --avatar as they are instead of framing them by their face",
+    )
+    srv.add_argument("--token", help="required on every request (needed to listen beyond loopback)")
+    srv.add_argument("--max-sessions", type=int, default=2, help="concurrent avatar sessions")
+    srv.add_argument("--ice-server", action="append", default=[], help="stun:/turn:user:pass@host URL")
+    srv.add_argument("--delay-ms", type=float, help="target delay (default: from the measured compute)")
+    srv.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    srv.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    srv.set_defaults(func=cmd_serve)

@@ -1,0 +1,54 @@
+"""What the commands share: the parts to run (bundle, preset, device) and the picture checks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+from engine.exceptions import EngineError
+from engine.parts import DEFAULT_BUNDLE, Parts
+from engine.presets import get_preset
+
+log = logging.getLogger("ihuman")
+
+
+def torch_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise EngineError("--device cuda: no CUDA device is available here")
+    return torch.device(name)
+
+
+def load_parts(args: argparse.Namespace, *, allow_random_default: bool = False) -> Parts:
+    """The parts `--bundle` / `--preset P --random-weights` / the embedded demo bundle name.
+
+    allow_random_default: without a bundle and without the demo bundle, run the preset with
+    random weights (with a warning) instead of stopping: the server still works end to end.
+    """
+    device = torch_device(args.device)
+    if args.random_weights:
+        return Parts.random(get_preset(args.preset), args.seed, device)
+    bundle = args.bundle or DEFAULT_BUNDLE
+    if args.bundle is None and not (bundle / "config.json").is_file():
+        if allow_random_default:
+            log.warning("no demo bundle at %s: running preset %s with random weights", bundle, args.preset)
+            return Parts.random(get_preset(args.preset), args.seed, device)
+        raise EngineError(
+            f"no --bundle given and no demo bundle at {bundle}; "
+            "pass --bundle DIR, or --preset P --random-weights to measure speed"
+        )
+    return Parts.from_bundle(bundle, device)
+
+
+def face_check(args: argparse.Namespace, image: Path | None) -> bool:
+    """Frame `image` by its face unless --no-face-check, or it is one of the bundle's own avatars:
+    those are procedural characters framed as training frames them, where the photo detector
+    rarely fires (media.framing)."""
+    if args.no_face_check or image is None:
+        return not args.no_face_check
+    avatars = (args.bundle or DEFAULT_BUNDLE) / "avatars"
+    return not (avatars.is_dir() and image.resolve().parent == avatars.resolve())
