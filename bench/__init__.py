@@ -1,1 +1,2 @@
-"""Benchmarks that measure the engine end to end (they may import engine, kernels and transport)."""
+"""Benchmarks that measure the engine end to end and the kernels against SDPA (they may import
+engine, kernels and transport)."""

@@ -1,1 +1,2 @@
-"""Training: condition dropout, the per-model training steps (and later trainers, distillation, ReFL)."""
+"""Training: the task registry (registry.TASKS), the tasks, the per-model training steps, condition
+dropout, the shared trainer and its weight average."""
