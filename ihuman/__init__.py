@@ -1,1 +1,2 @@
-"""The `ihuman` command line: the top layer, which may import engine, transport and bench."""
+"""The `ihuman` command line and its benchmarks (`ihuman.bench`): the top layer, which may import
+engine, transport and the kernels."""

@@ -1,9 +1,9 @@
 """The data-channel protocol: msgpack maps with a schema version, validated on receipt.
 
 Every message is a map {"v": 1, "type": ..., ...fields}. The server sends
-`hello` once and `stats` every second; the client may send `interrupt`,
-`set_avatar`, `set_text` and `mute`. A message that does not validate is
-answered with an `error` message and otherwise ignored.
+`hello` once and `stats` every second; what a client may send is in
+commands.py. A message that does not validate is answered with an `error`
+message and otherwise ignored.
 """
 
 from __future__ import annotations
@@ -17,23 +17,13 @@ from engine.streaming.stats import SessionStats
 
 VERSION = 1
 MAX_MESSAGE_BYTES = 4096
-MAX_TEXT_BYTES = 512
-AVATAR_ID_CHARS = 64
-
-# Client -> server: field name -> (type, required).
-CLIENT_MESSAGES: dict[str, dict[str, tuple[type, bool]]] = {
-    "interrupt": {},
-    "set_avatar": {"avatar": (str, True)},
-    "set_text": {"text": (str, True)},
-    "mute": {"muted": (bool, True)},
-}
 
 
 class MessageError(ValueError):
     """A data-channel message that does not follow the schema."""
 
 
-def _parse(data: bytes | str) -> dict[str, Any]:
+def parse(data: bytes | str) -> dict[str, Any]:
     if isinstance(data, str):
         raise MessageError("messages are binary msgpack, not text")
     if len(data) > MAX_MESSAGE_BYTES:
@@ -46,28 +36,6 @@ def _parse(data: bytes | str) -> dict[str, Any]:
         raise MessageError("a message must be a map")
     if message.get("v") != VERSION:
         raise MessageError(f"schema version {message.get('v')!r}; this server speaks {VERSION}")
-    return message
-
-
-def decode(data: bytes | str) -> dict[str, Any]:
-    """A validated client message; MessageError says what is wrong."""
-    message = _parse(data)
-    kind = message.get("type")
-    if kind not in CLIENT_MESSAGES:
-        raise MessageError(f"unknown message type {kind!r}; known: {', '.join(CLIENT_MESSAGES)}")
-    fields = CLIENT_MESSAGES[kind]
-    extra = set(message) - {"v", "type", *fields}
-    if extra:
-        raise MessageError(f"{kind}: unknown fields {sorted(extra)}")
-    for name, (kind_of, required) in fields.items():
-        if name not in message and required:
-            raise MessageError(f"{kind}: missing field {name!r}")
-        if name in message and not isinstance(message[name], kind_of):
-            raise MessageError(f"{kind}.{name} must be {kind_of.__name__}")
-    if kind == "set_text" and len(message["text"].encode()) > MAX_TEXT_BYTES:
-        raise MessageError(f"set_text: more than {MAX_TEXT_BYTES} bytes of text")
-    if kind == "set_avatar" and not (0 < len(message["avatar"]) <= AVATAR_ID_CHARS):
-        raise MessageError("set_avatar: bad avatar id")
     return message
 
 

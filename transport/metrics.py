@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from transport.live import SessionRegistry
+from transport.registry import SessionRegistry
 
 
 class SessionCollector(Collector):

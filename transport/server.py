@@ -32,8 +32,8 @@ from engine.streaming.session import SessionOptions
 from transport import codecs, ice
 from transport.avatars import MAX_UPLOAD_BYTES, AvatarStore
 from transport.errors import RequestError
-from transport.live import SessionRegistry
 from transport.metrics import metrics_registry, render
+from transport.registry import SessionRegistry
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Outbound: the session's paced frames as a video track (scaled to the output
 size by libswscale, which also does the RGB -> YUV the encoder needs) and its
-delayed audio as an audio track; `MediaRelay` shares both with every peer of
+delayed audio as an audio track; the bounded relay (relay.py) shares both with every peer of
 the session without running the engine twice. Inbound: the talker's
 microphone, resampled to the engine's 16 kHz mono.
 """

@@ -2,7 +2,7 @@
 
 RMSNorm, adaLN modulation from the flow time, 3D rotary position embedding over
 (t, h, w), MLP, and self-/cross-attention. Every attention goes through the one
-`attention(q, k, v, ...)` op of `kernels/` (Triton flash attention on CUDA,
+`attention(q, k, v, ...)` op of `ihuman_kernels/` (Triton flash attention on CUDA,
 SDPA elsewhere), so the mask is described by a few integers (token groups, key
 lengths) rather than a dense L x L tensor; the fused norm + modulation and the
 RoPE apply come from there too.
@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kernels import apply_rope, attention, rms_norm_modulate
+from ihuman_kernels import apply_rope, attention, rms_norm_modulate
 
-# The attention, fused norm + modulation and RoPE ops live in `kernels/` (Triton on CUDA, plain
+# The attention, fused norm + modulation and RoPE ops live in `ihuman_kernels/` (Triton on CUDA, plain
 # torch elsewhere); the models call them through these names.
 __all__ = [
     "MLP",

@@ -1,18 +1,19 @@
 """The import rules of docs/architecture.md, checked on the source (every import, lazy ones too).
 
-transport -> engine -> kernels; the inference code never imports the procedural data generator;
+transport -> engine -> ihuman_kernels; the inference code never imports the procedural data generator;
 no two modules import each other, directly or around a loop.
 """
 
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).parents[2]
-PACKAGES = ("engine", "kernels", "transport", "ihuman", "bench")
+PACKAGES = ("engine", "ihuman_kernels", "transport", "ihuman")
 # What answers a live or offline request: none of it may import the procedural data generator.
 INFERENCE = (
     "engine.models", "engine.generation", "engine.streaming", "engine.render", "engine.audio",
@@ -61,11 +62,12 @@ def _top(module: str) -> str:
 
 
 def test_layers_point_one_way(graph: dict[str, set[str]]) -> None:
-    """kernels import no other package of ours; engine imports only kernels; transport no CLI."""
+    """The kernels import no other package of ours; engine imports only the kernels; transport
+    not the command line or its benchmarks."""
     allowed = {
-        "kernels": {"kernels"},
-        "engine": {"engine", "kernels"},
-        "transport": {"transport", "engine", "kernels"},
+        "ihuman_kernels": {"ihuman_kernels"},
+        "engine": {"engine", "ihuman_kernels"},
+        "transport": {"transport", "engine", "ihuman_kernels"},
     }
     wrong = [
         f"{m} -> {d}"
@@ -114,3 +116,12 @@ def test_the_parser_sees_lazy_and_relative_imports() -> None:
     modules = {"engine.data", "engine.data.clip", "engine.streaming.stats", "engine.streaming.input"}
     found = _imports(source, "engine.streaming.input", "engine.streaming", modules)
     assert found == {"engine.data", "engine.data.clip", "engine.streaming.stats"}
+
+
+def test_the_installed_packages_are_the_checked_ones() -> None:
+    """What `pip install` puts on sys.path is exactly what these rules check, and no top-level
+    name is a generic word another project owns (`kernels`, `bench`)."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    include = setuptools["packages"]["find"]["include"]
+    assert sorted(name.rstrip("*") for name in include) == sorted(PACKAGES)
+    assert not {"kernels", "bench"} & {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}

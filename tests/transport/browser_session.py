@@ -34,7 +34,7 @@ from engine.streaming.session import SessionOptions
 from ihuman.commands.serve import DEFAULT_AVATAR_SEED
 from tests.factories import micro_config
 from tests.transport.helpers import running_server
-from transport.live import AvatarSession
+from transport.session import AvatarSession
 
 CHROMIUM = "/usr/lib/chromium/chromium"  # the /usr/bin/chromium wrapper script is not an executable
 STATE_MARGIN_S = 0.4  # samples this close to a speech/silence change count for neither

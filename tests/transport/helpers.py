@@ -138,7 +138,7 @@ async def connect(url: str, wav: Path | None = None, session: str | None = None,
 
     @channel.on("message")
     def on_message(data: bytes) -> None:
-        client.messages.append(messages._parse(data))
+        client.messages.append(messages.parse(data))
 
     client.channel = channel  # type: ignore[attr-defined]
 

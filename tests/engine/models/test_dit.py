@@ -6,7 +6,7 @@ from engine.models.layers import apply_rope, attention, rope_3d
 from engine.models.layout import SegmentLayout
 from engine.models.lr_a2v import LRA2V
 from engine.presets import get_preset
-from kernels import block_causal_mask
+from ihuman_kernels import block_causal_mask
 from tests.factories import lr_batch, lr_conditions, randomize_
 
 

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from kernels.attention.reference import attention_reference, block_causal_mask
-from kernels.attention.triton_fwd import HEAD_DIMS, MAX_GROUPS, attention_triton
-from kernels.dispatch import choose
-from kernels.errors import KernelError
+from ihuman_kernels.attention.reference import attention_reference, block_causal_mask
+from ihuman_kernels.attention.triton_fwd import HEAD_DIMS, MAX_GROUPS, attention_triton
+from ihuman_kernels.dispatch import choose
+from ihuman_kernels.errors import KernelError
 
 log = logging.getLogger(__name__)
 

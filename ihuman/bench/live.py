@@ -1,4 +1,4 @@
-"""A live session on the real clock: `python -m bench.live [--seconds 60] [--out FILE.json]`.
+"""A live session on the real clock: `python -m ihuman.bench.live [--seconds 60] [--out FILE.json]`.
 
 Procedural speech (espeak-ng with pauses) is pushed in 20 ms pieces at real
 time, the way a microphone delivers it; the frames and the delayed audio are

@@ -1,4 +1,4 @@
-"""bench.kernels: the paper shapes come from the config, and the script runs (smoke, interpreter)."""
+"""ihuman.bench.kernels: the paper shapes come from the config, and the script runs (smoke, interpreter)."""
 
 import json
 import os
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.kernels import Shape, paper_shapes
 from engine.presets import get_preset
+from ihuman.bench.kernels import Shape, paper_shapes
 
 
 def test_paper_shapes_follow_the_config() -> None:
@@ -27,7 +27,7 @@ def test_paper_shapes_follow_the_config() -> None:
 def test_bench_smoke_writes_a_report(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    command = [sys.executable, "-m", "bench.kernels", "--smoke", "--runs", "2", "--warmup", "1"]
+    command = [sys.executable, "-m", "ihuman.bench.kernels", "--smoke", "--runs", "2", "--warmup", "1"]
     subprocess.run(
         [*command, "--dtype", "float32", "--out", str(out)], check=True, env=env, capture_output=True
     )

@@ -74,6 +74,6 @@ timeout 120 "$PY" -m ihuman render --bundle /tmp/run --device "$DEVICE" --image 
     --audio tests/fixtures/procedural/clip_001000/audio.wav --out /tmp/render.mp4 --no-face-check | tail -2
 
 stamp "GPU tests"
-timeout 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/kernels tests/engine/training/test_device.py \
+timeout 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/ihuman_kernels tests/engine/training/test_device.py \
     2>&1 | tail -25
 stamp "done"

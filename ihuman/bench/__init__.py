@@ -1,2 +1,2 @@
 """Benchmarks that measure the engine end to end and the kernels against SDPA (they may import
-engine, kernels and transport)."""
+engine, ihuman_kernels and transport)."""

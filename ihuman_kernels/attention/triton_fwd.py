@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from kernels.dispatch import INTERPRET
+from ihuman_kernels.dispatch import INTERPRET
 
 MAX_GROUPS = 8
 HEAD_DIMS = (16, 32, 64, 128)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import KernelError, attention, attention_reference
-from kernels.attention import _group_ends
-from kernels.attention.triton_fwd import attention_triton
+from ihuman_kernels import KernelError, attention, attention_reference
+from ihuman_kernels.attention import _group_ends
+from ihuman_kernels.attention.triton_fwd import attention_triton
 
 TOLERANCE = {
     torch.float32: {"atol": 2e-5, "rtol": 2e-5},

@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from kernels.errors import KernelError
+from ihuman_kernels.errors import KernelError
 
 log = logging.getLogger(__name__)
 

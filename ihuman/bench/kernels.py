@@ -1,4 +1,4 @@
-"""Attention speed on the paper preset's shapes: `python -m bench.kernels [--out FILE.json]`.
+"""Attention speed on the paper preset's shapes: `python -m ihuman.bench.kernels [--out FILE.json]`.
 
 Times our Triton forward against torch's SDPA with the flash and the cuDNN
 backends forced, in the same run, with warm-up, CUDA events and the median of
@@ -23,7 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from engine.benchinfo import environment, write_report
 from engine.presets import get_preset
-from kernels.attention import attention
+from ihuman_kernels.attention import attention
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda" and not args.smoke:
-        raise SystemExit("bench.kernels times GPU kernels: run it on a CUDA machine (or --smoke here)")
+        raise SystemExit("ihuman.bench.kernels times GPU kernels: run it on a CUDA machine (or --smoke here)")
     dtype = getattr(torch, args.dtype)
     shapes = smoke_shapes() if args.smoke else paper_shapes()
     rows = [measure(s, device, dtype, args.runs, args.warmup) for s in shapes]

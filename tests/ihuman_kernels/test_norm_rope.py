@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import (
+from ihuman_kernels import (
     KernelError,
     apply_rope,
     apply_rope_reference,
     rms_norm_modulate,
     rms_norm_modulate_reference,
 )
-from kernels.norm import rms_norm_modulate_triton
-from kernels.rope import apply_rope_triton
+from ihuman_kernels.norm import rms_norm_modulate_triton
+from ihuman_kernels.rope import apply_rope_triton
 
 TOLERANCE = {
     torch.float32: {"atol": 1e-5, "rtol": 1e-5},

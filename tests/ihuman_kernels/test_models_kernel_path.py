@@ -9,7 +9,7 @@ import torch
 
 from engine.models.lr_a2v import LRA2V
 from engine.models.refiner import PGRefiner
-from kernels import dispatch
+from ihuman_kernels import dispatch
 from tests.factories import (
     lr_batch,
     lr_conditions,
@@ -47,7 +47,7 @@ def test_dispatch_picks_and_announces_once(
     monkeypatch.delenv("IHUMAN_KERNELS", raising=False)
     monkeypatch.setattr(dispatch, "_announced", set())
     cpu = torch.device("cpu")
-    with caplog.at_level(logging.INFO, logger="kernels.dispatch"):
+    with caplog.at_level(logging.INFO, logger="ihuman_kernels.dispatch"):
         assert dispatch.choose("attention", cpu) == "reference"  # auto: no CUDA here
         assert dispatch.choose("attention", cpu) == "reference"
         monkeypatch.setenv("IHUMAN_KERNELS", "triton")

@@ -12,8 +12,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from kernels.dispatch import INTERPRET, choose
-from kernels.errors import KernelError
+from ihuman_kernels.dispatch import INTERPRET, choose
+from ihuman_kernels.errors import KernelError
 
 # ----- kernel --------------------------------------------------------------------------------------
 

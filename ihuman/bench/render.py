@@ -1,4 +1,4 @@
-"""Offline render speed and memory: `python -m bench.render [--seconds 180] [--out FILE.json]`.
+"""Offline render speed and memory: `python -m ihuman.bench.render [--seconds 180] [--out FILE.json]`.
 
 Renders procedural speech (espeak-ng sentences with pauses) of the requested
 length with `--bundle DIR` or a preset's random weights, and reports the

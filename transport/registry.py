@@ -1,0 +1,121 @@
+"""The avatar sessions a server runs: admission, ids, who controls what, and closing.
+
+One engine session per avatar session; a session ends when its talker leaves (peer closed, ICE
+failed) or never connects in time, and then releases everything: peers, tasks, the engine
+session. Peer mechanics are in peers.py, the data-channel commands in commands.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+
+from aiortc import RTCConfiguration, RTCSessionDescription
+
+from engine.streaming.engine import Engine
+from engine.streaming.session import SessionOptions
+from transport import commands, messages
+from transport.avatars import AvatarStore
+from transport.errors import RequestError
+from transport.peers import PeerEvents, connect_peer
+from transport.sdp import check_offer
+from transport.session import AvatarSession, Peer
+from transport.tracks import SessionAudioTrack, SessionVideoTrack
+
+log = logging.getLogger(__name__)
+
+
+class SessionRegistry:
+    def __init__(
+        self,
+        engine: Engine,
+        avatars: AvatarStore,
+        default_avatar: Callable[[], object],
+        configuration: Callable[[], RTCConfiguration],
+        *,
+        max_sessions: int,
+        connect_timeout_s: float = 30.0,
+        options: SessionOptions | None = None,
+        video_size: tuple[int, int] = (1280, 720),
+    ) -> None:
+        self.engine, self.avatars = engine, avatars
+        self.default_avatar = default_avatar
+        self.configuration = configuration
+        self.max_sessions = max_sessions
+        self.connect_timeout_s = connect_timeout_s
+        self.options = options or SessionOptions()
+        self.video_size = video_size
+        self.sessions: dict[str, AvatarSession] = {}
+        self.started_total = 0
+        self.rejected_total = 0
+        self._events = PeerEvents(on_message=self._on_message, on_gone=self._on_gone)
+
+    async def talker(
+        self, offer: RTCSessionDescription, avatar: str | None, text: str | None
+    ) -> tuple[str, str]:
+        """Start a session for a talker's offer; returns (session id, answer SDP)."""
+        if len(self.sessions) >= self.max_sessions:
+            self.rejected_total += 1
+            raise RequestError(
+                f"all {self.max_sessions} avatar sessions are in use; try again when one ends", 503
+            )
+        check_offer(offer)  # before any engine work
+        image = self.avatars.get(avatar).image if avatar else self.default_avatar()
+        session = await self.engine.open_session(image, text=text, options=self.options)
+        live = AvatarSession(
+            id=secrets.token_urlsafe(9),
+            session=session,
+            video=SessionVideoTrack(session, *self.video_size),
+            audio=SessionAudioTrack(session),
+        )
+        self.sessions[live.id] = live
+        self.started_total += 1
+        try:
+            answer = await self._connect(live, offer, "talker")
+        except Exception:
+            await self.close(live)
+            raise
+        live.spawn(live.push_stats(), "stats")
+        return live.id, answer
+
+    async def viewer(self, offer: RTCSessionDescription, session_id: str) -> str:
+        """Join a viewer (receive-only) to a running session; returns the answer SDP."""
+        live = self.sessions.get(session_id)
+        if live is None or live.closed:
+            raise RequestError(f"no running avatar session {session_id!r}", 404)
+        check_offer(offer)
+        return await self._connect(live, offer, "viewer")
+
+    async def _connect(self, live: AvatarSession, offer: RTCSessionDescription, role: str) -> str:
+        return await connect_peer(
+            live, offer, role, self.configuration(), self._events, self.connect_timeout_s
+        )
+
+    def _on_message(self, live: AvatarSession, peer: Peer, data: bytes | str) -> None:
+        try:
+            command = commands.decode(data)
+            if peer.role != "talker":
+                raise messages.MessageError("viewers cannot control the session")
+            command.apply(live, self.avatars)
+        except (messages.MessageError, RequestError) as err:
+            peer.send(messages.encode("error", message=str(err)))
+
+    async def _on_gone(self, live: AvatarSession, peer: Peer) -> None:
+        if peer.role == "talker":
+            await self.close(live)
+        else:
+            await live.drop_peer(peer)
+
+    async def close(self, live: AvatarSession) -> None:
+        """End a session and release everything it holds (idempotent)."""
+        if live.closed:
+            return
+        self.sessions.pop(live.id, None)
+        await live.release()
+        await self.engine.close_session(live.session)
+        log.info("%s: session closed", live.id)
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(self.close(live) for live in list(self.sessions.values())))

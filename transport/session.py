@@ -1,0 +1,105 @@
+"""One avatar session on the network: the engine session, its tracks, relays, peers and tasks.
+
+The talker's microphone is fed in here (`ingest`), the once-a-second stats go out to every peer
+(`push_stats`), and `release` lets go of everything the session holds on the network side; the
+engine session itself is closed by the registry that opened it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCDataChannel, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from engine.streaming.session import Session
+from transport import messages
+from transport.relay import BoundedRelay
+from transport.tracks import MicrophoneIngest, SessionAudioTrack, SessionVideoTrack
+
+STATS_INTERVAL_S = 1.0
+# Audio frames (20 ms) a peer may fall behind before it loses the oldest: a short stall costs no
+# sound, a stalled viewer cannot grow the server's memory. Video keeps only the newest frame.
+AUDIO_BACKLOG_FRAMES = 50
+
+
+@dataclass
+class Peer:
+    pc: RTCPeerConnection
+    role: str  # "talker" or "viewer"
+    channel: RTCDataChannel | None = None
+
+    def send(self, data: bytes) -> None:
+        """Send on the data channel if it is open; a peer without one simply misses the message."""
+        if self.channel is not None and self.channel.readyState == "open":
+            self.channel.send(data)
+
+
+@dataclass
+class AvatarSession:
+    id: str
+    session: Session
+    video: SessionVideoTrack
+    audio: SessionAudioTrack
+    video_relay: BoundedRelay = field(init=False)
+    audio_relay: BoundedRelay = field(init=False)
+    peers: list[Peer] = field(default_factory=list)
+    tasks: set[asyncio.Task] = field(default_factory=set)
+    muted: bool = False
+    closed: bool = False
+
+    def __post_init__(self) -> None:
+        self.video_relay = BoundedRelay(self.video, limit=1)
+        self.audio_relay = BoundedRelay(self.audio, limit=AUDIO_BACKLOG_FRAMES)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
+        """Run `coro` as one of the session's tasks: cancelled when the session is released."""
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.id}-{name}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def ingest(self, track: MediaStreamTrack) -> None:
+        """Feed the talker's microphone into the engine session until the track or session ends."""
+        converter = MicrophoneIngest(self.session.timeline.rate)
+        while not self.closed:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            pcm = converter.convert(frame)
+            if self.muted:
+                pcm[:] = 0.0
+            if pcm.size:
+                self.session.push_audio(pcm)
+
+    async def push_stats(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(STATS_INTERVAL_S)
+            data = messages.stats_message(self.session.snapshot())
+            for peer in self.peers:
+                peer.send(data)
+
+    async def drop_peer(self, peer: Peer) -> None:
+        if peer in self.peers:
+            self.peers.remove(peer)
+            await peer.pc.close()
+
+    async def release(self) -> None:
+        """Cancel the session's tasks, close its peers and relays (idempotent, from any task)."""
+        self.closed = True
+        current = asyncio.current_task()
+        tasks = [t for t in self.tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        for peer in list(self.peers):
+            with contextlib.suppress(Exception):  # a peer that is already gone
+                await peer.pc.close()
+        self.peers.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.video_relay.close()
+        await self.audio_relay.close()
