@@ -41,6 +41,9 @@ class VideoFrame:
     source: FrameSource
     audio_start: int  # the audio pts range the frame depends on: its segment's audio window
     audio_stop: int
+    # One past the last input sample the picture was made from: audio_stop, or less when the segment
+    # ran at its deadline before the rest came; a repeated frame's is its picture's; 0: the reference.
+    audio_heard: int
     generation: int  # increments with every interrupt(); frames of older generations are pre-interrupt
     times: StageTimes
     due: float  # when it was due on the session clock

@@ -17,7 +17,7 @@ from engine.models.lr_a2v import LRA2V
 from engine.models.refiner import PGRefiner
 from engine.models.vae import decoder_flops_per_frame
 from engine.presets import PRESETS, get_preset
-from ihuman.commands import evaluate, render, serve, training
+from ihuman.commands import bench, evaluate, render, serve, training
 
 log = logging.getLogger("ihuman")
 
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=cmd_info)
 
-    for add in (training.add_data, training.add_train, render.add, serve.add, evaluate.add):
+    for add in (training.add_data, training.add_train, render.add, serve.add, evaluate.add, bench.add):
         add(sub)
     return parser
 

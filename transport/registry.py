@@ -21,7 +21,8 @@ from transport.avatars import AvatarStore
 from transport.errors import RequestError
 from transport.peers import PeerEvents, connect_peer
 from transport.sdp import check_offer
-from transport.session import AvatarSession, Peer
+from transport.session import AvatarSession, BenchProbe, Peer
+from transport.stamps import MarkListener
 from transport.tracks import SessionAudioTrack, SessionVideoTrack
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class SessionRegistry:
         connect_timeout_s: float = 30.0,
         options: SessionOptions | None = None,
         video_size: tuple[int, int] = (1280, 720),
+        bench: BenchProbe | None = None,
     ) -> None:
         self.engine, self.avatars = engine, avatars
         self.default_avatar = default_avatar
@@ -47,6 +49,7 @@ class SessionRegistry:
         self.connect_timeout_s = connect_timeout_s
         self.options = options or SessionOptions()
         self.video_size = video_size
+        self.bench = bench
         self.sessions: dict[str, AvatarSession] = {}
         self.started_total = 0
         self.rejected_total = 0
@@ -64,11 +67,14 @@ class SessionRegistry:
         check_offer(offer)  # before any engine work
         image = self.avatars.get(avatar).image if avatar else self.default_avatar()
         session = await self.engine.open_session(image, text=text, options=self.options)
+        marks = MarkListener(session.timeline.rate) if self.bench is not None else None
+        delay = self.bench.delay() if self.bench is not None else (0.0, 0.0)
         live = AvatarSession(
             id=secrets.token_urlsafe(9),
             session=session,
-            video=SessionVideoTrack(session, *self.video_size),
-            audio=SessionAudioTrack(session),
+            video=SessionVideoTrack(session, *self.video_size, marks=marks, delay=delay),
+            audio=SessionAudioTrack(session, delay=delay),
+            marks=marks,
         )
         self.sessions[live.id] = live
         self.started_total += 1

@@ -34,6 +34,7 @@ from transport.avatars import MAX_UPLOAD_BYTES, AvatarStore
 from transport.errors import RequestError
 from transport.metrics import metrics_registry, render
 from transport.registry import SessionRegistry
+from transport.session import BenchProbe
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class ServerSettings:
     session_options: SessionOptions = field(default_factory=SessionOptions)
     avatar_dir: Path | None = None  # demo pictures (a bundle's avatars/), offered in the page's picker
     face_check: bool = True  # uploads: frame photos by their face, refuse photos without one
+    bench: BenchProbe | None = None  # measured by `ihuman bench`: stamp frames, maybe add a delay
 
 
 def is_loopback(host: str) -> bool:
@@ -176,6 +178,7 @@ class Server:
             connect_timeout_s=settings.connect_timeout_s,
             options=settings.session_options,
             video_size=settings.video_size,
+            bench=settings.bench,
         )
         self.metrics = metrics_registry(self.sessions)
 

@@ -19,12 +19,27 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from engine.streaming.session import Session
 from transport import messages
 from transport.relay import BoundedRelay
+from transport.stamps import MarkListener
 from transport.tracks import MicrophoneIngest, SessionAudioTrack, SessionVideoTrack
 
 STATS_INTERVAL_S = 1.0
 # Audio frames (20 ms) a peer may fall behind before it loses the oldest: a short stall costs no
 # sound, a stalled viewer cannot grow the server's memory. Video keeps only the newest frame.
 AUDIO_BACKLOG_FRAMES = 50
+
+
+@dataclass(frozen=True)
+class BenchProbe:
+    """`ihuman serve --bench-stamps`: frames carry a code the harness reads (stamps.py); an
+    `extra_delay_ms` holds the outgoing video and audio back after the engine, from
+    `extra_delay_after_s` into the session on, so that the harness can check that it measures what
+    it should: the step shows in its numbers, in none of the server's."""
+
+    extra_delay_ms: float = 0.0
+    extra_delay_after_s: float = 0.0
+
+    def delay(self) -> tuple[float, float]:
+        return self.extra_delay_ms / 1000, self.extra_delay_after_s
 
 
 @dataclass
@@ -49,6 +64,7 @@ class AvatarSession:
     audio_relay: BoundedRelay = field(init=False)
     peers: list[Peer] = field(default_factory=list)
     tasks: set[asyncio.Task] = field(default_factory=set)
+    marks: MarkListener | None = None  # bench mode: the marks heard, for the frame stamps
     muted: bool = False
     closed: bool = False
 
@@ -75,7 +91,9 @@ class AvatarSession:
             if self.muted:
                 pcm[:] = 0.0
             if pcm.size:
-                self.session.push_audio(pcm)
+                pts = self.session.push_audio(pcm)
+                if self.marks is not None:
+                    self.marks.feed(pcm, pts)
 
     async def push_stats(self) -> None:
         while not self.closed:

@@ -12,27 +12,67 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
+from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import av
 import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from engine.frames import VideoFrame
 from engine.streaming.session import Session
+from transport.stamps import FrameStamp, MarkListener, stamp_yuv420p
 
 log = logging.getLogger(__name__)
 
 VIDEO_CLOCK = 90_000  # RTP video clock rate
+T = TypeVar("T")
+
+
+async def delayed(source: AsyncIterator[T], seconds: float, after_s: float = 0.0) -> AsyncIterator[T]:
+    """`source`'s items, each `seconds` after it came, from `after_s` on (before: at once): a delay
+    line, the rate is unchanged."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[float, T] | None] = asyncio.Queue()
+    start = loop.time() + after_s
+
+    async def pump() -> None:
+        async for item in source:
+            now = loop.time()
+            queue.put_nowait((now + seconds if now >= start else now, item))
+        queue.put_nowait(None)
+
+    task = loop.create_task(pump())
+    try:
+        while (entry := await queue.get()) is not None:
+            when, item = entry
+            await asyncio.sleep(max(0.0, when - loop.time()))
+            yield item
+    finally:
+        task.cancel()
 
 
 class SessionVideoTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, session: Session, width: int, height: int) -> None:
+    def __init__(
+        self,
+        session: Session,
+        width: int,
+        height: int,
+        *,
+        marks: MarkListener | None = None,
+        delay: tuple[float, float] = (0.0, 0.0),
+    ) -> None:
+        """marks: bench mode; every frame then carries a FrameStamp relative to the marks heard.
+        delay: bench mode; (seconds, after_s): frames leave that much later from after_s on."""
         super().__init__()
-        self._frames = session.frames()
+        self._frames = delayed(session.frames(), *delay) if delay[0] > 0 else session.frames()
         self.width, self.height = width, height
         self._ticks = VIDEO_CLOCK // session.timeline.fps
+        self._samples_per_frame = session.timeline.rate // session.timeline.fps
+        self._marks = marks
         self.last_pts: int | None = None
 
     async def recv(self) -> av.VideoFrame:
@@ -43,25 +83,44 @@ class SessionVideoTrack(MediaStreamTrack):
             raise MediaStreamError from None
         # Scaling to 720p (with the RGB -> YUV the encoder needs) takes milliseconds: a thread,
         # not the event loop that carries every peer's packets.
-        out = await asyncio.to_thread(self._scale, frame.image)
+        stamp = self._stamp(frame, self._marks) if self._marks is not None else None
+        out = await asyncio.to_thread(self._scale, frame.image, stamp)
         out.pts = frame.pts * self._ticks
         out.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         self.last_pts = frame.pts
         return out
 
-    def _scale(self, image: np.ndarray) -> av.VideoFrame:
+    def _scale(self, image: np.ndarray, stamp: FrameStamp | None) -> av.VideoFrame:
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        return frame.reformat(
+        scaled = frame.reformat(
             width=self.width, height=self.height, format="yuv420p", interpolation="BILINEAR"
+        )
+        if stamp is None:
+            return scaled
+        planes = scaled.to_ndarray()
+        stamp_yuv420p(planes, stamp)
+        return av.VideoFrame.from_ndarray(planes, format="yuv420p")
+
+    def _stamp(self, frame: VideoFrame, marks: MarkListener) -> FrameStamp:
+        """Where the audio the picture was made from ends, and where the frame sits, after the last
+        mark in that audio."""
+        latest = marks.latest(frame.audio_heard)
+        if latest is None:
+            return FrameStamp(frame.pts)
+        mark_id, onset = latest
+        ms = 1000 / marks.rate
+        centre = frame.pts * self._samples_per_frame
+        return FrameStamp(
+            frame.pts, mark_id, round((frame.audio_heard - onset) * ms), round((centre - onset) * ms)
         )
 
 
 class SessionAudioTrack(MediaStreamTrack):
     kind = "audio"
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, delay: tuple[float, float] = (0.0, 0.0)) -> None:
         super().__init__()
-        self._chunks = session.audio_out()
+        self._chunks = delayed(session.audio_out(), *delay) if delay[0] > 0 else session.audio_out()
         self.rate = session.timeline.rate
 
     async def recv(self) -> av.AudioFrame:

@@ -104,6 +104,7 @@ class SessionInput:
                 generation=generation,
                 audio_ready=self.clock.now(),
                 heard=self.audio.arrival(seg.audio_stop - 1),
+                heard_stop=min(seg.audio_stop, self.audio.end),
             )
             self._release_audio()
             await submit(job)

@@ -112,19 +112,19 @@ class SessionOutput:
         self.closed = True
         return list(self._sleepers)
 
-    def _missing(
-        self, pts: int, previous: np.ndarray, previous_source: FrameSource, now: float, generation: int
-    ) -> VideoFrame:
+    def _missing(self, pts: int, previous: VideoFrame | None, now: float, generation: int) -> VideoFrame:
         """The frame shown when none is ready: the previous one again (the reference before any)."""
-        source = FrameSource.REFERENCE if previous_source is FrameSource.REFERENCE else FrameSource.REPEAT
+        reference = previous is None or previous.source is FrameSource.REFERENCE
+        source = FrameSource.REFERENCE if reference else FrameSource.REPEAT
         seg_start = pts - pts % self.seg_frames
         self.stats.frame(source, now, None, FrameSource.REFINED)
         return VideoFrame(
             pts=pts,
-            image=previous,
+            image=self.reference_frame if previous is None else previous.image,
             source=source,
             audio_start=seg_start * self.spf,
             audio_stop=(seg_start + self.seg_frames) * self.spf,
+            audio_heard=0 if previous is None else previous.audio_heard,
             generation=generation,
             times=StageTimes(audio_ready=now, emitted=now),
             due=self.timeline.frame_due(pts),
@@ -143,6 +143,7 @@ class SessionOutput:
             source=ready.source,
             audio_start=ready.job.seg.audio_start,
             audio_stop=ready.job.seg.audio_stop,
+            audio_heard=ready.job.seg.audio_stop if ready.job.heard_stop is None else ready.job.heard_stop,
             generation=ready.job.generation,
             times=replace(ready.times, emitted=now),
             due=self.timeline.frame_due(pts),
@@ -153,7 +154,7 @@ class SessionOutput:
         """The video, one frame per 1/25 s at its due time, until the session closes (`generation`:
         the current one, for the frames shown when none is ready)."""
         pts = 0
-        previous, previous_source = self.reference_frame, FrameSource.REFERENCE
+        previous: VideoFrame | None = None
         missed = False
         while await self._sleep_until(self.timeline.frame_due(pts)):
             now = self.clock.now()
@@ -163,12 +164,12 @@ class SessionOutput:
                 pts += behind
             entry = self.store.take(pts)
             if entry is None:
-                frame = self._missing(pts, previous, previous_source, now, generation())
+                frame = self._missing(pts, previous, now, generation())
                 missed = True
             else:
                 frame, fallback = self._ready(pts, *entry, now)
                 missed = missed or fallback
-            previous, previous_source = frame.image, frame.source
+            previous = frame
             self.stats.video_clock_offset = now - pts / self.timeline.fps
             if (pts + 1) % self.seg_frames == 0:
                 self.policy.end_of_segment(missed)

@@ -43,6 +43,7 @@ class Job:
     generation: int
     audio_ready: float  # when the window was complete or overdue
     heard: float | None  # arrival of the last sample the segment depends on (None: never arrived)
+    heard_stop: int | None = None  # one past the last sample in when it ran (None: all of its window)
     quality: Quality | None = None  # set when the LR worker takes it
 
 

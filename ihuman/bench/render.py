@@ -1,4 +1,4 @@
-"""Offline render speed and memory: `python -m ihuman.bench.render [--seconds 180] [--out FILE.json]`.
+"""Offline render speed and memory: `ihuman bench render [--seconds 180] [--out FILE.json]`.
 
 Renders procedural speech (espeak-ng sentences with pauses) of the requested
 length with `--bundle DIR` or a preset's random weights, and reports the
@@ -9,21 +9,18 @@ segment and at the end agree.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 import wave
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from engine.benchinfo import environment, percentiles, rss_mb, write_report
+from engine.benchinfo import environment, percentiles, rss_mb
 from engine.data.clip import make_clip
 from engine.data.speech import speech_take
 from engine.parts import Parts
-from engine.presets import get_preset
 from engine.render import RenderOptions, render
 
 
@@ -73,24 +70,3 @@ def run(parts: Parts, seconds: float) -> dict:
         "rss_growth_mb": report.rss_growth_mb,
         "peak_rss_mb": report.peak_rss_mb,
     }
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seconds", type=float, default=180.0, help="length of the speech")
-    parser.add_argument("--bundle", type=Path, help="trained bundle (default: random weights of --preset)")
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=Path, help="write the JSON report here too")
-    args = parser.parse_args()
-    if args.bundle:
-        parts = Parts.from_bundle(args.bundle, args.device)
-    else:
-        parts = Parts.random(get_preset(args.preset), device=args.device)
-    print(write_report(run(parts, args.seconds), args.out))
-
-
-if __name__ == "__main__":
-    main()

@@ -18,7 +18,7 @@ from engine.parts import DEFAULT_BUNDLE, Parts
 from engine.presets import PRESETS
 from engine.streaming.engine import Engine
 from engine.streaming.session import SessionOptions
-from ihuman import loading
+from ihuman import arguments, loading, tuning
 
 DEFAULT_AVATAR_SEED = 1_000_003  # a held-out procedural character
 
@@ -40,11 +40,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         from transport.server import Server, ServerSettings, prepare_webrtc  # noqa: PLC0415
         from transport.server import run as serve  # noqa: PLC0415
+        from transport.session import BenchProbe  # noqa: PLC0415
     except ImportError as err:
         raise EngineError(
             f"ihuman serve needs the WebRTC stack ({err.name} is missing): pip install 'infinityhuman[serve]'"
         ) from None
 
+    if min(args.bench_extra_delay_ms, args.bench_extra_delay_after_s) < 0:
+        raise EngineError("--bench-extra-delay-ms and --bench-extra-delay-after-s take values >= 0")
+    if args.bench_extra_delay_ms and not args.bench_stamps:
+        raise EngineError("--bench-extra-delay-ms goes with --bench-stamps")
+    settings_values = tuning.parse_settings(args.set)
+    tuning.apply_process_settings(settings_values)
     parts = loading.load_parts(args, allow_random_default=True)
     settings = ServerSettings(
         host=args.host,
@@ -52,8 +59,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         token=args.token,
         max_sessions=args.max_sessions,
         ice_servers=tuple(args.ice_server),
-        session_options=SessionOptions(target_delay_ms=args.delay_ms),
+        ice_addresses=tuple(args.ice_address) if args.ice_address else None,
+        video_size=args.video_size,
+        session_options=tuning.session_options(
+            settings_values, SessionOptions(target_delay_ms=args.delay_ms)
+        ),
         face_check=not args.no_face_check,
+        bench=BenchProbe(args.bench_extra_delay_ms, args.bench_extra_delay_after_s)
+        if args.bench_stamps
+        else None,
     )
     avatars = (args.bundle or DEFAULT_BUNDLE) / "avatars"
     settings = dataclasses.replace(settings, avatar_dir=avatars)
@@ -88,7 +102,43 @@ def add(sub: argparse._SubParsersAction) -> None:
     srv.add_argument("--token", help="required on every request (needed to listen beyond loopback)")
     srv.add_argument("--max-sessions", type=int, default=2, help="concurrent avatar sessions")
     srv.add_argument("--ice-server", action="append", default=[], help="stun:/turn:user:pass@host URL")
+    srv.add_argument(
+        "--ice-address",
+        action="append",
+        default=[],
+        help="offer only this local address as an ICE host candidate (repeatable; default: all + 127.0.0.1)",
+    )
+    srv.add_argument(
+        "--video-size",
+        type=arguments.resolution,
+        default=(1280, 720),
+        help="video sent, WxH (default 1280x720)",
+    )
     srv.add_argument("--delay-ms", type=float, help="target delay (default: from the measured compute)")
+    srv.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a session setting: " + "; ".join(f"{k}: {v.help}" for k, v in tuning.SETTINGS.items()),
+    )
     srv.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    srv.add_argument(
+        "--bench-stamps",
+        action="store_true",
+        help="for `ihuman bench`: stamp every frame with a code (it shows in the picture's corner)",
+    )
+    srv.add_argument(
+        "--bench-extra-delay-ms",
+        type=float,
+        default=0.0,
+        help="with --bench-stamps: send video and audio this much later (checks that the harness sees it)",
+    )
+    srv.add_argument(
+        "--bench-extra-delay-after-s",
+        type=float,
+        default=0.0,
+        help="... from this many seconds into each session on (default: from the start)",
+    )
     srv.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     srv.set_defaults(func=cmd_serve)

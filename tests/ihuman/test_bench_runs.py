@@ -1,0 +1,77 @@
+"""`ihuman bench latency` end to end: the engine mode exactly as the README writes it, and the
+webrtc mode measuring an injected delay that none of the server's own numbers can see."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.data.speech import speech_take
+from ihuman.bench.webrtc_mode import run_webrtc
+
+pytestmark = pytest.mark.slow
+
+
+def _wav(path: Path, seconds: float) -> Path:
+    audio = speech_take(5, seconds, 16_000)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16_000)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).round().astype("<i2").tobytes())
+    return path
+
+
+def test_engine_mode_as_written_in_the_readme(tmp_path: Path) -> None:
+    wav, out = _wav(tmp_path / "speech.wav", 6.0), tmp_path / "report"
+    command = "latency --mode engine --preset tiny --random-weights --seconds 10 --audio X.wav --out DIR"
+    argv = [a.replace("X.wav", str(wav)).replace("DIR", str(out)) for a in command.split()]
+    run = subprocess.run(
+        [sys.executable, "-m", "ihuman", "bench", *argv],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    metrics = report["metrics"]
+    assert report["mode"] == "engine" and report["settings"]["audio"] == str(wav)
+    assert report["machine"]["cpu"] and report["machine"]["torch"]
+    assert 240 <= metrics["frames"] <= 260  # 10 s at 25 fps
+    # A frame waits for its audio, then at most the session's delay D (plus scheduling slack).
+    latency = metrics["added_latency_ms"]
+    assert 0 < latency["p50"] <= latency["p99"] <= metrics["target_delay_ms"] + 150
+    assert len(metrics["timeline"]) == metrics["frames"]
+    for name in ("report.md", "latency_cdf.png", "stages.png", "over_time.png"):
+        assert (out / name).stat().st_size > 0
+    assert "added latency" in (out / "report.md").read_text()
+
+
+def test_webrtc_mode_sees_an_extra_200_ms_the_server_cannot() -> None:
+    """Halfway through a call the server starts holding its video and audio back 200 ms after the
+    engine (where none of the server's own numbers can see it); the harness must measure the
+    speaker -> picture delay 200 +- 20 ms longer after the step than before it.
+
+    One call, not two: where a session aligns its audio at start-up moves its latency by tens of
+    milliseconds from run to run (docs/bench.md), which would drown the step."""
+    speech = speech_take(5, 16.0, 16_000)
+    server = ["--random-weights", "--preset", "tiny", "--device", "cpu", "--video-size", "640x360"]
+    server += ["--set", "delay_ms=1500", "--bench-extra-delay-ms", "200", "--bench-extra-delay-after-s", "9"]
+    report = asyncio.run(run_webrtc(server, speech, 12.0, "h264"))
+    assert report["codes_decoded"] == 1.0  # every frame's code read after H.264
+    assert report["marks"]["heard_back"] >= 8
+    assert report["av_sync"]["mean_ms"] is not None and abs(report["av_sync"]["mean_ms"]) < 200
+    rows = [r for r in report["timeline"] if r["moment_delay_ms"] is not None]
+    before = [r["moment_delay_ms"] for r in rows if r["emitted_s"] < 8.5]  # seconds since the offer
+    after = [r["moment_delay_ms"] for r in rows if r["emitted_s"] > 10.0]
+    assert len(before) > 75 and len(after) > 75
+    step = float(np.median(after) - np.median(before))
+    assert 180 <= step <= 220, (np.median(before), np.median(after))
