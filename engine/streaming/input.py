@@ -98,13 +98,14 @@ class SessionInput:
             seg = segment(index, self.config)
             await self._wait_audio(seg.audio_stop, self.timeline.t0 + seg.audio_stop / self.rate + grace)
             self._feed(seg.audio_stop)
+            heard_stop = min(seg.audio_stop, self.audio.end)  # less: it runs at its deadline without the rest
             job = Job(
                 seg=seg,
                 audio=Handoff.make(self._features.windows(seg), self.parts.device),
                 generation=generation,
                 audio_ready=self.clock.now(),
-                heard=self.audio.arrival(seg.audio_stop - 1),
-                heard_stop=min(seg.audio_stop, self.audio.end),
+                heard=self.audio.arrival(heard_stop - 1) if heard_stop > seg.audio_start else None,
+                heard_stop=heard_stop,
             )
             self._release_audio()
             await submit(job)

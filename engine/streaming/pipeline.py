@@ -42,7 +42,7 @@ class Job:
     audio: Handoff  # [1, M + N, A, D] windows, made on the loop's stream (on CUDA: the default one)
     generation: int
     audio_ready: float  # when the window was complete or overdue
-    heard: float | None  # arrival of the last sample the segment depends on (None: never arrived)
+    heard: float | None  # arrival of the last sample the segment was made from (None: none of its own)
     heard_stop: int | None = None  # one past the last sample in when it ran (None: all of its window)
     quality: Quality | None = None  # set when the LR worker takes it
 

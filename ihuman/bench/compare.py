@@ -29,16 +29,22 @@ METRICS: dict[str, Callable[[dict], float | None]] = {
 IGNORED = {"seconds"}
 
 
-def _key(report: dict) -> str:
-    settings = {k: v for k, v in report["settings"].items() if k not in IGNORED}
-    return ", ".join(f"{k}={v}" for k, v in settings.items())
+def _key(report: dict, varying: set[str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in report["settings"].items() if k in varying) or "as given"
 
 
 def group(reports: Sequence[dict]) -> dict[str, list[dict]]:
+    """Reports by configuration, named by the settings that differ between the reports."""
+    keys = {k for r in reports for k in r["settings"] if k not in IGNORED}
+    varying = {k for k in keys if len({str(r["settings"].get(k)) for r in reports}) > 1}
     groups: dict[str, list[dict]] = {}
     for report in reports:
-        groups.setdefault(_key(report), []).append(report)
+        groups.setdefault(_key(report, varying), []).append(report)
     return groups
+
+
+def _number(x: float) -> str:
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.3g}"
 
 
 def _stats(values: list[float | None]) -> tuple[float | None, float | None]:
@@ -49,44 +55,48 @@ def _stats(values: list[float | None]) -> tuple[float | None, float | None]:
     return float(np.mean(x)), float(np.std(x, ddof=1)) if len(x) > 1 else None
 
 
+def _cell(mean: float | None, noise: float | None) -> str:
+    if mean is None:
+        return "-"
+    return _number(mean) + ("" if noise is None else f" ± {_number(noise)}")
+
+
+def _difference(mean: float, noise: float | None, base: float, base_noise: float | None) -> str:
+    """mean - base, its ratio, and whether it is beyond twice the larger noise of the two."""
+    diff = mean - base
+    text = ("+" if diff >= 0 else "-") + _number(abs(diff))
+    if base:
+        text += f", x{mean / base:.2f}"
+    noises = [n for n in (noise, base_noise) if n is not None]
+    if noises:
+        text += " (within noise)" if abs(diff) <= 2 * max(noises) else " (beyond noise)"
+    return text
+
+
 def compare_table(paths: Sequence[Path]) -> str:
     reports = [json.loads(Path(p).read_text()) for p in paths]
     groups = group(reports)
     names = list(groups)
-    lines = [
-        "Configurations (runs): " + "; ".join(f"[{i}] {n} ({len(groups[n])})" for i, n in enumerate(names)),
-        "",
+    runs = "; ".join(f"[{i}] {name} ({len(groups[name])})" for i, name in enumerate(names))
+    header = [
+        "metric",
+        *(f"[{i}]" for i in range(len(names))),
+        *(f"[{i}] - [0]" for i in range(1, len(names))),
     ]
-    header = "| metric | " + " | ".join(f"[{i}]" for i in range(len(names)))
-    header += " | " + " | ".join(f"[{i}] - [0]" for i in range(1, len(names))) + " |"
-    lines += [header, "|" + "---|" * (1 + len(names) + max(0, len(names) - 1))]
+    lines = [
+        f"Configurations (runs): {runs}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for metric, read in METRICS.items():
-        cells, diffs = [], []
-        base_mean, base_noise = _stats([read(r["metrics"]) for r in groups[names[0]]])
-        for name in names:
-            mean, noise = _stats([read(r["metrics"]) for r in groups[name]])
-            cells.append(
-                "-" if mean is None else f"{mean:.3g}" + ("" if noise is None else f" ± {noise:.2g}")
-            )
-            if name == names[0]:
-                continue
-            if mean is None or base_mean is None:
-                diffs.append("-")
-                continue
-            diff = mean - base_mean
-            noises = [n for n in (noise, base_noise) if n is not None]
-            verdict = (
-                ""
-                if not noises
-                else (" (within noise)" if abs(diff) < 2 * max(noises) else " (beyond noise)")
-            )
-            ratio = f", x{mean / base_mean:.2f}" if base_mean else ""
-            diffs.append(f"{diff:+.3g}{ratio}{verdict}")
-        if all(c == "-" for c in cells):
+        stats = [_stats([read(r["metrics"]) for r in groups[name]]) for name in names]
+        if all(mean is None for mean, _ in stats):
             continue
-        lines.append(
-            f"| {metric} | " + " | ".join(cells) + (" | " + " | ".join(diffs) if diffs else "") + " |"
-        )
+        (base, base_noise), cells = stats[0], [_cell(*s) for s in stats]
+        for mean, noise in stats[1:]:
+            cells.append("-" if mean is None or base is None else _difference(mean, noise, base, base_noise))
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
     if all(len(g) == 1 for g in groups.values()):
         lines += ["", "No repeats: run with --repeat N (or give repeated reports) for a noise estimate."]
     return "\n".join(lines)

@@ -21,10 +21,32 @@ def write(report: dict, out: Path) -> list[Path]:
     """report.json, report.md and the plots into `out`; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "report.json", out / "report.md"]
-    files[0].write_text(json.dumps(report, indent=2) + "\n")
+    files[0].write_text(dumps(report) + "\n")
     files += plots(report, out)
     files[1].write_text(markdown(report, [p.name for p in files[2:]]))
     return files
+
+
+def _rounded(value: object) -> object:
+    """Floats to 4 decimals (0.1 ms in seconds): the timeline is thousands of them."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def dumps(report: dict) -> str:
+    """The report as JSON; the per-frame timeline as columns and one row per line."""
+    timeline = report["metrics"].get("timeline") or []
+    body = {**report, "metrics": {**report["metrics"], "timeline": "@timeline"}}
+    text = json.dumps(_rounded(body), indent=2)
+    columns = list(timeline[0]) if timeline else []
+    rows = ",\n      ".join(json.dumps(_rounded([row.get(c) for c in columns])) for row in timeline)
+    table = f'{{\n      "columns": {json.dumps(columns)},\n      "rows": [\n      {rows}\n      ]\n    }}'
+    return text.replace('"@timeline"', table)
 
 
 def _ms(value: float | None) -> str:

@@ -116,5 +116,5 @@ def test_compare_groups_repeats_and_judges_differences_against_their_noise(tmp_p
     table = compare_table(paths)
     row = next(line for line in table.splitlines() if line.startswith("| latency p50"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == "800 ± 10" and cells[2] == "800 ± 7.1"
+    assert cells[1] == "800 ± 10" and cells[2] == "800 ± 7.07"
     assert "within noise" in cells[4] and "beyond noise" in cells[5] and "x1.26" in cells[5]

@@ -61,7 +61,7 @@ def test_webrtc_mode_sees_an_extra_200_ms_the_server_cannot() -> None:
     speaker -> picture delay 200 +- 20 ms longer after the step than before it.
 
     One call, not two: where a session aligns its audio at start-up moves its latency by tens of
-    milliseconds from run to run (docs/bench.md), which would drown the step."""
+    milliseconds from run to run (docs/latency-harness.md), which would drown the step."""
     speech = speech_take(5, 16.0, 16_000)
     server = ["--random-weights", "--preset", "tiny", "--device", "cpu", "--video-size", "640x360"]
     server += ["--set", "delay_ms=1500", "--bench-extra-delay-ms", "200", "--bench-extra-delay-after-s", "9"]

@@ -2,7 +2,7 @@
 
 The engine runs the micro-size parts (real models, milliseconds per segment):
 these tests are about the transport; the engine's own speed is measured by
-ihuman/bench/live.py.
+`ihuman bench latency`.
 """
 
 from __future__ import annotations
