@@ -49,7 +49,7 @@ def test_engine_mode_as_written_in_the_readme(tmp_path: Path) -> None:
     # A frame waits for its audio, then at most the session's delay D (plus scheduling slack).
     latency = metrics["added_latency_ms"]
     assert 0 < latency["p50"] <= latency["p99"] <= metrics["target_delay_ms"] + 150
-    assert len(metrics["timeline"]) == metrics["frames"]
+    assert len(metrics["timeline"]["rows"]) == metrics["frames"]
     for name in ("report.md", "latency_cdf.png", "stages.png", "over_time.png"):
         assert (out / name).stat().st_size > 0
     assert "added latency" in (out / "report.md").read_text()
