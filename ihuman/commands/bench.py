@@ -21,7 +21,7 @@ from engine.presets import PRESETS
 from ihuman import arguments, loading, tuning
 from ihuman.tuning import Setting
 
-MODES = ("engine", "webrtc")
+MODES = ("engine", "webrtc", "browser")
 SPEECH_SEED = 11
 # What a sweep or --set may vary besides the session settings: the call's codec and video size.
 BENCH_SETTINGS: dict[str, Setting] = {
@@ -76,36 +76,61 @@ def _run_engine(args: argparse.Namespace, values: dict[str, object], bar: tqdm) 
     return report, {"weights": parts.source, "preset": parts.config.name, "device": str(parts.device)}
 
 
+def _server_arguments(args: argparse.Namespace, values: dict[str, object]) -> list[str]:
+    """`ihuman serve` options for the weights, video size and session settings of this run."""
+    server = ["--device", args.device, "--video-size", str(values.get("video", "1280x720"))]
+    if args.random_weights:
+        server += ["--random-weights", "--preset", str(values.get("preset", args.preset))]
+    elif args.bundle:
+        server += ["--bundle", str(args.bundle)]
+    for key, value in values.items():
+        if key in tuning.SETTINGS:
+            server.append(f"--set={key}={'on' if value is True else 'off' if value is False else value}")
+    if args.extra_delay_ms:
+        server += ["--bench-extra-delay-ms", str(args.extra_delay_ms)]
+    return server
+
+
+def _call_settings(args: argparse.Namespace, values: dict[str, object]) -> dict[str, object]:
+    return {
+        "weights": "random" if args.random_weights else str(args.bundle or DEFAULT_BUNDLE),
+        "preset": values.get("preset", args.preset),
+        "device": str(loading.torch_device(args.device)),  # what the server makes of "auto" here
+    }
+
+
 def _run_webrtc(args: argparse.Namespace, values: dict[str, object], bar: tqdm) -> tuple[dict, dict]:
     try:
         from ihuman.bench.webrtc_mode import run_webrtc  # noqa: PLC0415
     except ImportError as err:
         raise EngineError(
-            f"--mode webrtc needs the WebRTC stack ({err.name}): pip install 'infinityhuman[serve]'"
+            f"--mode webrtc needs the WebRTC stack ({err.name}): pip install 'infinityhuman[bench]'"
         ) from None
-    server = ["--device", args.device]
-    if args.random_weights:
-        server += ["--random-weights", "--preset", str(values.get("preset", args.preset))]
-    elif args.bundle:
-        server += ["--bundle", str(args.bundle)]
-    server += ["--video-size", str(values.get("video", "1280x720"))]
-    server += [
-        f"--set={k}={'on' if v is True else 'off' if v is False else v}"
-        for k, v in values.items()
-        if k in tuning.SETTINGS
-    ]
-    if args.extra_delay_ms:
-        server += ["--bench-extra-delay-ms", str(args.extra_delay_ms)]
     speech = _speech(args.audio, args.seconds, 16_000)
     codec = str(values.get("codec", "h264"))
+    server = _server_arguments(args, values)
     report = asyncio.run(run_webrtc(server, speech, args.seconds, codec, args.server, bar_progress(bar)))
-    weights = "random" if args.random_weights else str(args.bundle or DEFAULT_BUNDLE)
-    return report, {
-        "weights": weights,
-        "preset": values.get("preset", args.preset),
-        "device": str(loading.torch_device(args.device)),  # what the server makes of "auto" here
-        "codec": codec,
-    }
+    return report, {**_call_settings(args, values), "codec": codec}
+
+
+def _run_browser(args: argparse.Namespace, values: dict[str, object], bar: tqdm) -> tuple[dict, dict]:
+    try:
+        from ihuman.bench.browser_mode import CHROMIUM, run_browser  # noqa: PLC0415
+    except ImportError as err:
+        raise EngineError(
+            f"--mode browser needs Playwright and aiortc ({err.name}): pip install 'infinityhuman[bench]'"
+        ) from None
+    if not Path(CHROMIUM).exists():
+        raise EngineError(f"--mode browser drives Debian's Chromium ({CHROMIUM}): apt-get install chromium")
+    if "codec" in values:
+        raise EngineError(
+            "--mode browser: the browser chooses the codec (H.264 first, as the server prefers)"
+        )
+    speech = _speech(args.audio, args.seconds, 16_000)
+    report = asyncio.run(
+        run_browser(_server_arguments(args, values), speech, args.seconds, bar_progress(bar))
+    )
+    return report, {**_call_settings(args, values), "browser": "chromium"}
 
 
 def bar_progress(bar: tqdm) -> Callable[[float], None]:
@@ -128,7 +153,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
     base = tuning.parse_settings(args.set, BENCH_SETTINGS)
     combos = [{**base, **combo} for combo in _sweep(args.sweep)]
     out = args.out or Path("bench-out") / time.strftime("%Y%m%d-%H%M%S")
-    runner = _run_engine if args.mode == "engine" else _run_webrtc
+    runner = {"engine": _run_engine, "webrtc": _run_webrtc, "browser": _run_browser}[args.mode]
     written = []
     for values in combos:
         for repeat in range(args.repeat):
@@ -210,7 +235,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     modes = bench.add_subparsers(dest="bench", required=True)
     latency = modes.add_parser("latency", help="a live session measured as a caller sees it")
     latency.add_argument(
-        "--mode", choices=MODES, default="engine", help="engine: in process; webrtc: a real server and client"
+        "--mode",
+        choices=MODES,
+        default="engine",
+        help="engine: in process; webrtc: a real server and aiortc client; browser: and Chromium",
     )
     _weights(latency)
     latency.add_argument("--audio", type=Path, help="speech to send (default: procedural speech with pauses)")

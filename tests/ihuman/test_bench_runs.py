@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import wave
@@ -64,14 +65,38 @@ def test_webrtc_mode_sees_an_extra_200_ms_the_server_cannot() -> None:
     milliseconds from run to run (docs/latency-harness.md), which would drown the step."""
     speech = speech_take(5, 16.0, 16_000)
     server = ["--random-weights", "--preset", "tiny", "--device", "cpu", "--video-size", "640x360"]
-    server += ["--set", "delay_ms=1500", "--bench-extra-delay-ms", "200", "--bench-extra-delay-after-s", "9"]
-    report = asyncio.run(run_webrtc(server, speech, 12.0, "h264"))
+    server += ["--set", "delay_ms=1500", "--bench-extra-delay-ms", "200", "--bench-extra-delay-after-s", "7"]
+    report = asyncio.run(run_webrtc(server, speech, 10.0, "h264"))
     assert report["codes_decoded"] == 1.0  # every frame's code read after H.264
-    assert report["marks"]["heard_back"] >= 8
+    assert report["marks"]["heard_back"] >= 6
     assert report["av_sync"]["mean_ms"] is not None and abs(report["av_sync"]["mean_ms"]) < 200
     rows = [r for r in report["timeline"] if r["moment_delay_ms"] is not None]
-    before = [r["moment_delay_ms"] for r in rows if r["emitted_s"] < 8.5]  # seconds since the offer
-    after = [r["moment_delay_ms"] for r in rows if r["emitted_s"] > 10.0]
-    assert len(before) > 75 and len(after) > 75
+    before = [r["moment_delay_ms"] for r in rows if r["emitted_s"] < 6.5]  # seconds since the offer
+    after = [r["moment_delay_ms"] for r in rows if r["emitted_s"] > 8.0]
+    assert len(before) > 40 and len(after) > 60
     step = float(np.median(after) - np.median(before))
     assert 180 <= step <= 220, (np.median(before), np.median(after))
+
+
+def test_browser_mode_in_a_namespace_with_nothing_but_loopback(tmp_path: Path) -> None:
+    """The browser mode end to end, inside a network namespace that has only a loopback interface:
+    if any of the call's traffic (server, Chromium, ICE) needed another address, it would fail."""
+    out = tmp_path / "report"
+    bench = [sys.executable, "-m", "ihuman", "bench", "latency", "--mode", "browser", "--preset", "tiny"]
+    bench += ["--random-weights", "--seconds", "6", "--set", "video=640x360", "--out", str(out)]
+    # Root may make a network namespace; anyone else maps themselves to root in a user namespace.
+    unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--net", "--map-root-user"]
+    script = "ip link set lo up && exec " + " ".join(bench)
+    run = subprocess.run(
+        [*unshare, "sh", "-c", script], check=False, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = json.loads((out / "report.json").read_text())["metrics"]
+    assert metrics["codes_decoded"] == 1.0  # every frame Chromium composited had a readable code
+    assert metrics["frames"] > 90 and metrics["frame_rate"]["sustained_fps"] > 10
+    assert metrics["marks"]["sent"] >= 4 and metrics["marks"]["heard_back"] >= 2  # both ways
+    latency, picture = metrics["added_latency_ms"], metrics["picture_delay_ms"]
+    assert 200 < latency["p50"] < 5000 and 200 < picture["p50"] < 5000
+    assert metrics["av_sync"]["mean_ms"] is not None
+    video = next(r for r in metrics["browser_received"] if r["kind"] == "video")
+    assert video["codec"] in ("video/VP8", "video/H264") and video["framesDecoded"] > 90

@@ -31,30 +31,13 @@ from engine.models.mouth_judge import MouthJudge
 from engine.parts import DEFAULT_BUNDLE, Parts
 from engine.presets import get_preset
 from engine.streaming.session import SessionOptions
+from ihuman.bench.browser_mode import CHROMIUM, chromium_args
 from ihuman.commands.serve import DEFAULT_AVATAR_SEED
 from tests.factories import micro_config
 from tests.transport.helpers import running_server
 from transport.session import AvatarSession
 
-CHROMIUM = "/usr/lib/chromium/chromium"  # the /usr/bin/chromium wrapper script is not an executable
 STATE_MARGIN_S = 0.4  # samples this close to a speech/silence change count for neither
-
-
-def chromium_args(wav: Path) -> list[str]:
-    return [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}",
-        "--allow-loopback-in-peer-connection",
-        "--autoplay-policy=no-user-gesture-required",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-quic",
-    ]
 
 
 async def video_state(page: Page, selector: str) -> dict:

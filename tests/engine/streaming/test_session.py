@@ -338,8 +338,8 @@ def test_close_leaves_no_tasks_or_threads(micro_parts: Parts) -> None:
 
 @pytest.mark.slow
 def test_a_long_session_keeps_memory_flat(micro_parts: Parts) -> None:
-    """30 minutes of stream on the virtual clock (micro-size parts, outputs reused after the first
-    segment so it runs in seconds): memory after 5 minutes and after 30 is the same. Counted as
+    """15 minutes of stream on the virtual clock (micro-size parts, outputs reused after the first
+    segment so it runs in seconds): memory after 3 minutes and after 15 is the same. Counted as
     the Python allocator's live blocks (every leaked object, list entry or array header is one;
     free to read, where tracemalloc would triple the run) and as resident memory (array data)."""
 
@@ -358,26 +358,26 @@ def test_a_long_session_keeps_memory_flat(micro_parts: Parts) -> None:
     rss: dict[float, float] = {}
 
     async def sample(run: Run) -> None:
-        for minute in (5, 30):
+        for minute in (3, 15):
             await engine.clock.sleep_until(run.session.t0 + run.session.delay + minute * 60 - 1)
             gc.collect()
             blocks[minute], rss[minute] = sys.getallocatedblocks(), rss_mb()
             assert len(run.session.output.store) <= 3 * MICRO.segment_video_frames
             assert len(run.session.input.audio.buffer) <= 16_000 * 3
 
-    audio = np.tile(SPEECH, 600)  # 30 minutes
+    audio = np.tile(SPEECH, 300)  # 15 minutes
     options = SessionOptions(target_delay_ms=800)
     run = asyncio.run(
         _finally(
-            stream(engine, audio, 30 * 60, options, piece=8000, during=sample, wrap=reuse, keep=False),
+            stream(engine, audio, 15 * 60, options, piece=8000, during=sample, wrap=reuse, keep=False),
             finish(engine),
         )
     )
-    assert isinstance(run.frames, Counting) and run.frames.n == 30 * 60 * 25
-    # 25 minutes are 37,500 frames and 9,375 audio pieces: one block kept per frame would be
-    # 37,500 blocks; the allowance is for caches that fill once (asyncio, logging, hypothesis).
-    assert blocks[30] - blocks[5] < 5_000, blocks
-    assert rss[30] - rss[5] < 20, rss  # MB
+    assert isinstance(run.frames, Counting) and run.frames.n == 15 * 60 * 25
+    # 12 minutes are 18,000 frames and 4,500 audio pieces: one block kept per frame would be
+    # 18,000 blocks; the allowance is for caches that fill once (asyncio, logging, hypothesis).
+    assert blocks[15] - blocks[3] < 5_000, blocks
+    assert rss[15] - rss[3] < 20, rss  # MB
 
 
 async def _finally(coro: Any, cleanup: Any) -> Any:
