@@ -126,7 +126,7 @@ def call_metrics(
         "codes_decoded": sum(f.stamp is not None for f in frames) / max(len(frames), 1),
         "marks": {"sent": int(np.isfinite(sent_marks).sum()), "heard_back": len(audio_marks)},
         "fallbacks": server_stats.get("fallbacks"),
-        "fallback_rate": (server_stats.get("fallbacks") or 0) / max(server_stats.get("frames") or 1, 1),
+        "fallback_rate": server_stats["fallbacks"] / max(server_stats["frames"], 1) if server_stats else None,
         "degrade_level_final": server_stats.get("degrade_level"),
         "server_reported_latency_p50_ms": engine_p50,
         "av_sync": {

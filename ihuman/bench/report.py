@@ -49,6 +49,10 @@ def dumps(report: dict) -> str:
     return text.replace('"@timeline"', table)
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
@@ -76,7 +80,7 @@ def headline(metrics: dict) -> list[tuple[str, str]]:
             "frame interval p50 / p99 / jitter (ms)",
             " / ".join(_ms(rate.get(k)) for k in ("interval_p50_ms", "interval_p99_ms", "jitter_ms")),
         ),
-        ("frames (fallback rate)", f"{metrics.get('frames', 0)} ({metrics.get('fallback_rate', 0):.1%})"),
+        ("frames (fallback rate)", f"{metrics.get('frames', 0)} ({_share(metrics.get('fallback_rate'))})"),
         ("degrade changes", str(metrics.get("degrade_changes", "-"))),
     ]
     if metrics.get("outside_engine_ms") is not None:
