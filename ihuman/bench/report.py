@@ -4,10 +4,13 @@ and PNG plots (latency CDF, per-stage time per segment, frame rate and A/V offse
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 STAGES = (  # (label, from, to) over a frame's timeline row
     ("waiting for audio", "audio_arrived_s", "low_res_start_s"),
@@ -22,7 +25,10 @@ def write(report: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "report.json", out / "report.md"]
     files[0].write_text(dumps(report) + "\n")
-    files += plots(report, out)
+    try:
+        files += plots(report, out)
+    except ImportError:  # measured already: keep the numbers, say how to get the pictures
+        log.warning("no plots: matplotlib is missing (pip install 'infinityhuman[bench]')")
     files[1].write_text(markdown(report, [p.name for p in files[2:]]))
     return files
 
