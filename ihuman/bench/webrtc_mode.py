@@ -29,6 +29,7 @@ from ihuman.bench.timeline import ReceivedFrame
 from transport import ice, messages
 from transport.server import is_loopback
 from transport.stamps import find_marks, read_code
+from transport.tracks import luma_plane, mono_samples
 
 RATE = 48_000  # what WebRTC audio runs at
 PIECE = 960  # 20 ms
@@ -95,10 +96,7 @@ async def _read_video(track: MediaStreamTrack, received: Received, on_first: Cal
             frame = await track.recv()
         except MediaStreamError:
             return
-        now = time.perf_counter()
-        plane = frame.planes[0]
-        luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: frame.height, : frame.width]
-        received.frames.append(ReceivedFrame(now, read_code(luma)))
+        received.frames.append(ReceivedFrame(time.perf_counter(), read_code(luma_plane(frame))))
         if len(received.frames) == 1:
             on_first()
 
@@ -109,10 +107,7 @@ async def _read_audio(track: MediaStreamTrack, received: Received) -> None:
             frame = await track.recv()
         except MediaStreamError:
             return
-        samples = frame.to_ndarray().astype(np.float32) / 32768
-        received.audio.append(
-            (time.perf_counter(), samples.reshape(-1, frame.layout.nb_channels).mean(axis=1))
-        )
+        received.audio.append((time.perf_counter(), mono_samples(frame)))
 
 
 async def measure_call(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -99,13 +100,20 @@ def _call_settings(args: argparse.Namespace, values: dict[str, object]) -> dict[
     }
 
 
-def _run_webrtc(args: argparse.Namespace, values: dict[str, object], bar: tqdm) -> tuple[dict, dict]:
+@contextlib.contextmanager
+def _needs_bench_extra(mode: str) -> Iterator[None]:
+    """Imports of a mode that needs the `bench` extra (aiortc, Playwright): say what to install."""
     try:
-        from ihuman.bench.webrtc_mode import run_webrtc  # noqa: PLC0415
+        yield
     except ImportError as err:
         raise EngineError(
-            f"--mode webrtc needs the WebRTC stack ({err.name}): pip install 'infinityhuman[bench]'"
+            f"--mode {mode} needs {err.name}, which this install lacks: pip install 'infinityhuman[bench]'"
         ) from None
+
+
+def _run_webrtc(args: argparse.Namespace, values: dict[str, object], bar: tqdm) -> tuple[dict, dict]:
+    with _needs_bench_extra("webrtc"):
+        from ihuman.bench.webrtc_mode import run_webrtc  # noqa: PLC0415
     speech = _speech(args.audio, args.seconds, 16_000)
     codec = str(values.get("codec", "h264"))
     server = _server_arguments(args, values)
@@ -114,12 +122,8 @@ def _run_webrtc(args: argparse.Namespace, values: dict[str, object], bar: tqdm) 
 
 
 def _run_browser(args: argparse.Namespace, values: dict[str, object], bar: tqdm) -> tuple[dict, dict]:
-    try:
+    with _needs_bench_extra("browser"):
         from ihuman.bench.browser_mode import CHROMIUM, run_browser  # noqa: PLC0415
-    except ImportError as err:
-        raise EngineError(
-            f"--mode browser needs Playwright and aiortc ({err.name}): pip install 'infinityhuman[bench]'"
-        ) from None
     if not Path(CHROMIUM).exists():
         raise EngineError(f"--mode browser drives Debian's Chromium ({CHROMIUM}): apt-get install chromium")
     if "codec" in values:

@@ -24,6 +24,7 @@ from engine.streaming.engine import Engine
 from engine.streaming.session import SessionOptions
 from transport import ice, messages
 from transport.server import Server, ServerSettings, prepare_webrtc
+from transport.tracks import luma_plane, mono_samples
 
 LOOPBACK = ("127.0.0.1",)
 
@@ -105,10 +106,7 @@ async def _record_video(client: Client, track: MediaStreamTrack) -> None:
             frame = await track.recv()
         except MediaStreamError:
             return
-        # The luma plane only, copied straight from the decoder's buffer: an RGB conversion of
-        # every 720p frame would cost the event loop (server and clients share it) 5 ms a frame.
-        plane = frame.planes[0]
-        luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: frame.height, : frame.width]
+        luma = luma_plane(frame)  # the server and the clients share one event loop
         client.frames.append(
             (time.perf_counter(), frame.pts, luma.copy() if client.keep_images else luma[:0])
         )
@@ -120,8 +118,7 @@ async def _record_audio(client: Client, track: MediaStreamTrack) -> None:
             frame = await track.recv()
         except MediaStreamError:
             return
-        samples = frame.to_ndarray().astype(np.float32) / 32768  # s16 interleaved stereo
-        client.audio.append((time.perf_counter(), samples.reshape(-1, 2).mean(axis=1)))
+        client.audio.append((time.perf_counter(), mono_samples(frame)))
 
 
 async def connect(url: str, wav: Path | None = None, session: str | None = None, **fields: object) -> Client:
