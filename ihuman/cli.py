@@ -16,6 +16,7 @@ from engine.exceptions import EngineError
 from engine.models.lr_a2v import LRA2V
 from engine.models.refiner import PGRefiner
 from engine.models.vae import decoder_flops_per_frame
+from engine.perf import segment_costs, segment_floor_ms
 from engine.presets import PRESETS, get_preset
 from ihuman.commands import bench, evaluate, render, serve, training
 
@@ -27,6 +28,21 @@ def _parameter_counts(config: Config) -> dict[str, int]:
     with torch.device("meta"):
         models = {"lr_a2v": LRA2V(config), "refiner": PGRefiner(config)}
     return {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
+
+
+def _segment_costs(config: Config, tflops: float) -> dict[str, object]:
+    """FLOPs and weight bytes per segment, stage by stage, and the floor they imply at `tflops`."""
+    costs = segment_costs(config)
+    out: dict[str, object] = {}
+    for c in costs:
+        weights = f"{c.weight_bytes / 1e9:.3f} GB weights read"
+        out[f"segment.{c.name}"] = f"{c.flop / 1e12:.3f} TFLOP, {weights}, {c.calls} call(s)"
+    budget_ms = config.segment_video_frames * config.time.frame_ms
+    for stage in ("low_res", "refine"):
+        out[f"floor_ms_at_{tflops:g}_tflops.{stage}"] = round(segment_floor_ms(costs, tflops, stage), 1)
+    out[f"floor_ms_at_{tflops:g}_tflops.segment"] = round(segment_floor_ms(costs, tflops), 1)
+    out["segment_budget_ms"] = budget_ms  # one segment's video: what a stage may take for real time
+    return out
 
 
 def _info(config: Config) -> dict[str, object]:
@@ -65,7 +81,11 @@ def _print_info(info: dict[str, object]) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    info = _info(get_preset(args.preset))
+    config = get_preset(args.preset)
+    info = _info(config)
+    if args.costs:
+        parameters = info.pop("parameters")
+        info.update(_segment_costs(config, args.tflops), parameters=parameters)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -80,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="show a preset's sizes and parameter counts")
     info.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="preset (default: tiny)")
     info.add_argument("--json", action="store_true", help="print JSON")
+    info.add_argument(
+        "--costs", action="store_true", help="FLOPs and weight bytes per segment and stage (counted on meta)"
+    )
+    info.add_argument(
+        "--tflops", type=float, default=990.0, help="throughput for the floor (default: H100 dense bf16, 990)"
+    )
     info.set_defaults(func=cmd_info)
 
     for add in (training.add_data, training.add_train, render.add, serve.add, evaluate.add, bench.add):
