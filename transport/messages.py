@@ -58,4 +58,9 @@ def stats_message(stats: SessionStats) -> bytes:
         av_offset_ms=s["av_offset_ms"],
         frames=s["frames_out"],
         speech=s["speech"],
+        # Per stage and segment, p50 and p99 (ms): what a client cannot see from the outside.
+        stage_ms={
+            name: None if v is None else [round(v["p50"], 1), round(v["p99"], 1)]
+            for name, v in s["stage_ms"].items()
+        },
     )

@@ -129,6 +129,10 @@ def call_metrics(
         "fallback_rate": server_stats["fallbacks"] / max(server_stats["frames"], 1) if server_stats else None,
         "degrade_level_final": server_stats.get("degrade_level"),
         "server_reported_latency_p50_ms": engine_p50,
+        "stage_ms": {  # the server's own, from its last stats message
+            name: None if v is None else {"p50": v[0], "p99": v[1]}
+            for name, v in (server_stats.get("stage_ms") or {}).items()
+        },
         "av_sync": {
             "mean_ms": float(np.mean([o for _, o in offsets])) if offsets else None,
             "drift_ms_per_min": drift(offsets),

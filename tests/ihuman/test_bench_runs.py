@@ -70,6 +70,9 @@ def test_webrtc_mode_sees_an_extra_200_ms_the_server_cannot() -> None:
     assert report["codes_decoded"] == 1.0  # every frame's code read after H.264
     assert report["marks"]["heard_back"] >= 6
     assert report["av_sync"]["mean_ms"] is not None and abs(report["av_sync"]["mean_ms"]) < 200
+    assert (
+        report["stage_ms"]["low_res"]["p50"] > 0 and report["stage_ms"]["refine"]["p50"] > 0
+    )  # the server's
     rows = [r for r in report["timeline"] if r["moment_delay_ms"] is not None]
     before = [r["moment_delay_ms"] for r in rows if r["emitted_s"] < 6.5]  # seconds since the offer
     after = [r["moment_delay_ms"] for r in rows if r["emitted_s"] > 8.0]
