@@ -65,8 +65,8 @@ def test_webrtc_mode_sees_an_extra_200_ms_the_server_cannot() -> None:
     milliseconds from run to run (docs/latency-harness.md), which would drown the step."""
     speech = speech_take(5, 16.0, 16_000)
     server = ["--random-weights", "--preset", "tiny", "--device", "cpu", "--video-size", "640x360"]
-    server += ["--set", "delay_ms=1500", "--bench-extra-delay-ms", "200", "--bench-extra-delay-after-s", "7"]
-    report = asyncio.run(run_webrtc(server, speech, 10.0, "h264"))
+    server += ["--set", "delay_ms=1500", "--bench-extra-delay-ms", "200", "--bench-extra-delay-after-s", "8"]
+    report = asyncio.run(run_webrtc(server, speech, 12.0, "h264"))
     assert report["codes_decoded"] == 1.0  # every frame's code read after H.264
     assert report["marks"]["heard_back"] >= 6
     assert report["av_sync"]["mean_ms"] is not None and abs(report["av_sync"]["mean_ms"]) < 200
@@ -74,9 +74,9 @@ def test_webrtc_mode_sees_an_extra_200_ms_the_server_cannot() -> None:
         report["stage_ms"]["low_res"]["p50"] > 0 and report["stage_ms"]["refine"]["p50"] > 0
     )  # the server's
     rows = [r for r in report["timeline"] if r["moment_delay_ms"] is not None]
-    before = [r["moment_delay_ms"] for r in rows if r["emitted_s"] < 6.5]  # seconds since the offer
-    after = [r["moment_delay_ms"] for r in rows if r["emitted_s"] > 8.0]
-    assert len(before) > 40 and len(after) > 60
+    before = [r["moment_delay_ms"] for r in rows if r["emitted_s"] < 7.5]  # seconds since the offer
+    after = [r["moment_delay_ms"] for r in rows if r["emitted_s"] > 9.0]
+    assert len(before) > 40 and len(after) > 40
     step = float(np.median(after) - np.median(before))
     assert 180 <= step <= 220, (np.median(before), np.median(after))
 
