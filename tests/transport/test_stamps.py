@@ -45,6 +45,7 @@ def clip() -> np.ndarray:
     return make_clip(3, 2.0, 640, 352).frames.permute(0, 2, 3, 1).numpy()
 
 
+@pytest.mark.slow  # encodes and decodes 200 frames
 @pytest.mark.parametrize("size", [(1280, 720), (640, 360)])
 @pytest.mark.parametrize("codec", ["vp8", "h264"])
 def test_every_frame_code_is_read_back_after_the_codec(
