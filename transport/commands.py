@@ -10,6 +10,7 @@ adding one class to `COMMANDS`.
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, get_type_hints
 
@@ -23,11 +24,12 @@ AVATAR_ID_CHARS = 64
 
 
 @dataclass(frozen=True)
-class Command:
+class Command(ABC):
     type: ClassVar[str]
 
+    @abstractmethod
     def apply(self, live: AvatarSession, avatars: AvatarStore) -> None:
-        raise NotImplementedError
+        """Carry the command out on the talker's session."""
 
 
 @dataclass(frozen=True)

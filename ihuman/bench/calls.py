@@ -9,8 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import IO
 
 import aiohttp
 import numpy as np
@@ -56,35 +58,42 @@ def free_port(host: str = "127.0.0.1") -> int:
 async def served(
     arguments: list[str], timeout_s: float = 600.0
 ) -> AsyncIterator[tuple[str, subprocess.Popen, float]]:
-    """`ihuman serve --bench-stamps ARGUMENTS` on a free loopback port: (url, process, start time)."""
+    """`ihuman serve --bench-stamps ARGUMENTS` on a free loopback port: (url, process, start time).
+
+    Its output goes to a temporary file, not a pipe: a pipe nobody reads while the call runs would
+    fill up and stop the server mid-measurement."""
     port = free_port()
     command = [sys.executable, "-m", "ihuman", "serve", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--bench-stamps", "--ice-address", "127.0.0.1", "--max-sessions", "1", *arguments]
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"ihuman serve exited ({process.returncode}):\n{process.stdout.read()}"
-                    )
-                if time.perf_counter() - started > timeout_s:
-                    raise RuntimeError(f"ihuman serve did not answer within {timeout_s:.0f} s")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(url + "/health") as r:
-                        if r.status == 200:
-                            break
-                await asyncio.sleep(0.2)
-        yield url, process, started
-    finally:
-        process.send_signal(signal.SIGINT)
+    with tempfile.TemporaryFile(mode="w+") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+        url = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            await _until_healthy(url, process, log, started + timeout_s)
+            yield url, process, started
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                await asyncio.to_thread(process.wait, 30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await asyncio.to_thread(process.wait)
+
+
+async def _until_healthy(url: str, process: subprocess.Popen, log: IO[str], deadline: float) -> None:
+    async with aiohttp.ClientSession() as http:
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"ihuman serve exited ({process.returncode}):\n{log.read()[-5000:]}")
+            if time.perf_counter() > deadline:
+                raise RuntimeError("ihuman serve did not answer /health in time")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(url + "/health") as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(0.2)
 
 
 def call_metrics(
