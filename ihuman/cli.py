@@ -18,7 +18,7 @@ from engine.models.refiner import PGRefiner
 from engine.models.vae import decoder_flops_per_frame
 from engine.perf import segment_costs, segment_floor_ms
 from engine.presets import PRESETS, get_preset
-from ihuman.commands import bench, evaluate, render, serve, training
+from ihuman.commands import bench, evaluate, live, render, serve, training
 
 log = logging.getLogger("ihuman")
 
@@ -108,7 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.set_defaults(func=cmd_info)
 
-    for add in (training.add_data, training.add_train, render.add, serve.add, evaluate.add, bench.add):
+    for add in (
+        training.add_data,
+        training.add_train,
+        render.add,
+        serve.add,
+        live.add,
+        evaluate.add,
+        bench.add,
+    ):
         add(sub)
     return parser
 

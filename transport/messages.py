@@ -43,8 +43,8 @@ def encode(kind: str, **fields: Any) -> bytes:
     return msgpack.packb({"v": VERSION, "type": kind, **fields}, use_bin_type=True)
 
 
-def stats_message(stats: SessionStats) -> bytes:
-    """The once-a-second stats push."""
+def stats_message(stats: SessionStats, outputs: list[dict[str, object]] | None = None) -> bytes:
+    """The once-a-second stats push (with the state of the session's outputs, if any)."""
     s = asdict(stats)
     latency = s["added_latency_ms"] or {}
     return encode(
@@ -63,4 +63,5 @@ def stats_message(stats: SessionStats) -> bytes:
             name: None if v is None else [round(v["p50"], 1), round(v["p99"], 1)]
             for name, v in s["stage_ms"].items()
         },
+        outputs=outputs or [],
     )

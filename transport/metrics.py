@@ -34,6 +34,16 @@ class SessionCollector(Collector):
         delay = GaugeMetricFamily("ihuman_target_delay_ms", "Audio in to audio+video out", labels=session)
         fallbacks = CounterMetricFamily("ihuman_fallback_frames", "Frames not fully refined", labels=session)
         degrade = GaugeMetricFamily("ihuman_degrade_level", "Quality degrade level", labels=session)
+        out = [*session, "output"]
+        streaming = GaugeMetricFamily(
+            "ihuman_output_streaming", "1 while an output is delivering", labels=out
+        )
+        dropped = CounterMetricFamily(
+            "ihuman_output_dropped", "Items an output dropped", labels=[*out, "kind"]
+        )
+        reconnects = CounterMetricFamily(
+            "ihuman_output_reconnects", "Times an output reconnected", labels=out
+        )
         for live in list(r.sessions.values()):
             s = live.session.snapshot()
             for role in ("talker", "viewer"):
@@ -45,7 +55,13 @@ class SessionCollector(Collector):
             delay.add_metric([live.id], s.target_delay_ms)
             fallbacks.add_metric([live.id], sum(s.fallbacks.values()))
             degrade.add_metric([live.id], s.degrade_level)
-        yield from (peers, fps, latency, delay, fallbacks, degrade)
+            for o in (runner.stats() for runner in live.outputs):
+                labels = [live.id, str(o["url"])]
+                streaming.add_metric(labels, float(o["state"] == "streaming"))
+                for kind, count in o["dropped"].items():  # type: ignore[union-attr]
+                    dropped.add_metric([*labels, kind], count)
+                reconnects.add_metric(labels, o["reconnects"])  # type: ignore[arg-type]
+        yield from (peers, fps, latency, delay, fallbacks, degrade, streaming, dropped, reconnects)
 
 
 def metrics_registry(sessions: SessionRegistry) -> CollectorRegistry:

@@ -19,6 +19,7 @@ from engine.streaming.session import SessionOptions
 from transport import commands, messages
 from transport.avatars import AvatarStore
 from transport.errors import RequestError
+from transport.outputs import StreamFormat, runners, session_url
 from transport.peers import PeerEvents, connect_peer
 from transport.sdp import check_offer
 from transport.session import AvatarSession, BenchProbe, Peer
@@ -41,6 +42,7 @@ class SessionRegistry:
         options: SessionOptions | None = None,
         video_size: tuple[int, int] = (1280, 720),
         bench: BenchProbe | None = None,
+        outputs: tuple[str, ...] = (),
     ) -> None:
         self.engine, self.avatars = engine, avatars
         self.default_avatar = default_avatar
@@ -50,6 +52,7 @@ class SessionRegistry:
         self.options = options or SessionOptions()
         self.video_size = video_size
         self.bench = bench
+        self.outputs = outputs  # every talker session goes to these too (transport.outputs)
         self.sessions: dict[str, AvatarSession] = {}
         self.started_total = 0
         self.rejected_total = 0
@@ -84,6 +87,11 @@ class SessionRegistry:
             await self.close(live)
             raise
         live.spawn(live.push_stats(), "stats")
+        # One session at a time holds the outputs: two sessions would fight over one stream URL.
+        if self.outputs and not any(s.outputs for s in self.sessions.values()):
+            fmt = StreamFormat(*self.video_size, session.timeline.fps, session.timeline.rate)
+            live.outputs = runners([session_url(url, live.id) for url in self.outputs], fmt)
+            live.spawn(live.feed_outputs(), "outputs")
         return live.id, answer
 
     async def viewer(self, offer: RTCSessionDescription, session_id: str) -> str:

@@ -60,6 +60,7 @@ class ServerSettings:
     avatar_dir: Path | None = None  # demo pictures (a bundle's avatars/), offered in the page's picker
     face_check: bool = True  # uploads: frame photos by their face, refuse photos without one
     bench: BenchProbe | None = None  # measured by `ihuman bench`: stamp frames, maybe add a delay
+    outputs: tuple[str, ...] = ()  # every talker session also goes to these (transport.outputs)
 
 
 def is_loopback(host: str) -> bool:
@@ -179,6 +180,7 @@ class Server:
             options=settings.session_options,
             video_size=settings.video_size,
             bench=settings.bench,
+            outputs=settings.outputs,
         )
         self.metrics = metrics_registry(self.sessions)
 

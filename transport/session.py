@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from engine.streaming.session import Session
 from transport import messages
+from transport.outputs import OutputRunner
 from transport.relay import BoundedRelay
 from transport.stamps import MarkListener
 from transport.tracks import MicrophoneIngest, SessionAudioTrack, SessionVideoTrack
@@ -65,6 +67,7 @@ class AvatarSession:
     peers: list[Peer] = field(default_factory=list)
     tasks: set[asyncio.Task] = field(default_factory=set)
     marks: MarkListener | None = None  # bench mode: the marks heard, for the frame stamps
+    outputs: list[OutputRunner] = field(default_factory=list)  # `ihuman serve --output`
     muted: bool = False
     closed: bool = False
 
@@ -98,9 +101,39 @@ class AvatarSession:
     async def push_stats(self) -> None:
         while not self.closed:
             await asyncio.sleep(STATS_INTERVAL_S)
-            data = messages.stats_message(self.session.snapshot())
+            data = messages.stats_message(self.session.snapshot(), [r.stats() for r in self.outputs])
             for peer in self.peers:
                 peer.send(data)
+
+    async def feed_outputs(self) -> None:
+        """Hand what the peers get (720p frames, the delayed voice) to the session's outputs, as a
+        subscriber of the same relays: a stalled output loses frames in its own queue."""
+        video, audio = self.video_relay.subscribe(), self.audio_relay.subscribe()
+        fps, rate = self.session.timeline.fps, self.session.timeline.rate
+
+        async def pump(track: MediaStreamTrack, hand: Callable[[Any], None]) -> None:
+            with contextlib.suppress(MediaStreamError):
+                while not self.closed:
+                    hand(await track.recv())
+
+        # Indexes from each frame's own time base: the WebRTC sender may hand a shared frame on
+        # with another one (measured: microseconds).
+        def picture(frame: Any) -> None:
+            planes, index = frame.to_ndarray(), round(float(frame.pts * frame.time_base) * fps)
+            for runner in self.outputs:
+                runner.put_video(planes, index)
+
+        def voice(frame: Any) -> None:
+            pcm = np.ascontiguousarray(frame.to_ndarray()[0, ::2])  # the stereo track: each sample twice
+            index = round(float(frame.pts * frame.time_base) * rate)
+            for runner in self.outputs:
+                runner.put_audio(pcm, index)
+
+        try:
+            await asyncio.gather(pump(video, picture), pump(audio, voice))
+        finally:
+            video.stop()
+            audio.stop()
 
     async def drop_peer(self, peer: Peer) -> None:
         if peer in self.peers:
@@ -121,3 +154,6 @@ class AvatarSession:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.video_relay.close()
         await self.audio_relay.close()
+        runners, self.outputs = self.outputs, []
+        for runner in runners:  # recordings complete, streams closed; each may block for a while
+            await asyncio.to_thread(runner.stop)

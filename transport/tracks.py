@@ -22,6 +22,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from engine.frames import VideoFrame
 from engine.streaming.session import Session
+from transport.outputs.sink import pcm16, planes_from_rgb
 from transport.stamps import FrameStamp, MarkListener, stamp_yuv420p
 
 log = logging.getLogger(__name__)
@@ -91,14 +92,9 @@ class SessionVideoTrack(MediaStreamTrack):
         return out
 
     def _scale(self, image: np.ndarray, stamp: FrameStamp | None) -> av.VideoFrame:
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        scaled = frame.reformat(
-            width=self.width, height=self.height, format="yuv420p", interpolation="BILINEAR"
-        )
-        if stamp is None:
-            return scaled
-        planes = scaled.to_ndarray()
-        stamp_yuv420p(planes, stamp)
+        planes = planes_from_rgb(image, self.width, self.height)
+        if stamp is not None:
+            stamp_yuv420p(planes, stamp)
         return av.VideoFrame.from_ndarray(planes, format="yuv420p")
 
     def _stamp(self, frame: VideoFrame, marks: MarkListener) -> FrameStamp:
@@ -129,7 +125,7 @@ class SessionAudioTrack(MediaStreamTrack):
         except StopAsyncIteration:
             self.stop()
             raise MediaStreamError from None
-        pcm = (np.clip(chunk.samples, -1, 1) * 32767).round().astype(np.int16)
+        pcm = pcm16(chunk.samples)
         # Stereo with the same samples in both channels: the Opus encoder's own mono -> stereo
         # upmix would lower the level by 3 dB.
         frame = av.AudioFrame.from_ndarray(np.repeat(pcm, 2)[None], format="s16", layout="stereo")

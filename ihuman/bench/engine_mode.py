@@ -17,12 +17,12 @@ import torch
 from engine.data.clip import make_clip
 from engine.frames import FrameSource
 from engine.streaming.engine import ComputeEstimate, Engine
+from engine.streaming.playback import play
 from engine.streaming.session import SessionOptions
 from engine.streaming.stats import SessionStats
 from ihuman.bench.machine import ProcessUsage
 from ihuman.bench.timeline import frame_rate, summary
 
-PIECE_SECONDS = 0.02
 REFERENCE_SEED = 11  # a procedural character; the picture does not change the speed
 
 
@@ -42,7 +42,6 @@ async def run_engine(
     usage.start()
     opened = engine.clock.now()
     session = await engine.open_session(reference, options=options)
-    piece = round(PIECE_SECONDS * rate)
     samples_per_frame = rate // cfg.time.fps
     pushed_end: list[int] = []  # pts just past each piece pushed
     pushed_at: list[float] = []  # when it was pushed
@@ -50,13 +49,9 @@ async def run_engine(
     cold: list[float] = []  # the process's age when the first frame came out
     end = session.t0 + session.delay + seconds
 
-    async def produce() -> None:
-        for start in range(0, len(audio), piece):
-            await engine.clock.sleep_until(session.t0 + start / rate)
-            chunk = audio[start : start + piece]
-            pts = session.push_audio(chunk)
-            pushed_end.append(pts + len(chunk))
-            pushed_at.append(engine.clock.now())
+    def pushed(end: int, when: float) -> None:
+        pushed_end.append(end)
+        pushed_at.append(when)
 
     def arrival(sample: int) -> float | None:
         """When the piece holding sample `sample - 1` was pushed (None: not yet)."""
@@ -96,7 +91,7 @@ async def run_engine(
             if chunk.due >= end:
                 return
 
-    producer = asyncio.create_task(produce())
+    producer = asyncio.create_task(play(session, engine.clock, audio, pushed))
     try:
         await asyncio.gather(video(), sound())
     finally:

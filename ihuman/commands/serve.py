@@ -19,6 +19,7 @@ from engine.presets import PRESETS
 from engine.streaming.engine import Engine
 from engine.streaming.session import SessionOptions
 from ihuman import arguments, loading, tuning
+from transport.outputs import OutputError, StreamFormat, output_sink
 
 DEFAULT_AVATAR_SEED = 1_000_003  # a held-out procedural character
 
@@ -50,6 +51,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise EngineError("--bench-extra-delay-ms and --bench-extra-delay-after-s take values >= 0")
     if args.bench_extra_delay_ms and not args.bench_stamps:
         raise EngineError("--bench-extra-delay-ms goes with --bench-stamps")
+    try:
+        for url in args.output:  # checked before the model loads
+            output_sink(url, StreamFormat(*args.video_size))
+    except OutputError as err:
+        raise EngineError(str(err)) from None
     settings_values = tuning.parse_settings(args.set)
     tuning.apply_process_settings(settings_values)
     parts = loading.load_parts(args, allow_random_default=True)
@@ -65,6 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             settings_values, SessionOptions(target_delay_ms=args.delay_ms)
         ),
         face_check=not args.no_face_check,
+        outputs=tuple(args.output),
         bench=BenchProbe(args.bench_extra_delay_ms, args.bench_extra_delay_after_s)
         if args.bench_stamps
         else None,
@@ -113,6 +120,13 @@ def add(sub: argparse._SubParsersAction) -> None:
         type=arguments.resolution,
         default=(1280, 720),
         help="video sent, WxH (default 1280x720)",
+    )
+    srv.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="every talker session also goes here (repeatable; as `ihuman live --output`)",
     )
     srv.add_argument("--delay-ms", type=float, help="target delay (default: from the measured compute)")
     srv.add_argument(
