@@ -168,25 +168,41 @@ RECEIVERS = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scheme", sorted(RECEIVERS))
-def test_streams_reach_a_listening_receiver(scheme: str, tmp_path: Path) -> None:
-    """ffmpeg listens as an SRT peer, an RTMP server and an RTSP server would; what it receives
-    is H.264 and AAC, nearly every frame."""
-    url, listen, kind = RECEIVERS[scheme]
-    port, received = free_port(), tmp_path / "received.ts"
-    receive = [arg.format(port=port) for arg in listen] + ["-c", "copy", "-f", "mpegts", str(received)]
-    listener = subprocess.Popen(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *receive])
+def test_streams_reach_listening_receivers(tmp_path: Path) -> None:
+    """ffmpeg listens as a TCP player, an SRT peer, an RTMP server and an RTSP server would (all at
+    once, one session's frames to each); what each receives is H.264 and AAC, nearly every frame."""
+    listeners, outputs = [], []
     try:
-        _wait_bound(port, kind)
-        runner = OutputRunner(output_sink(url.format(port=port), FMT)).start()
-        _feed(runner, 100, pace=True)
-        assert runner.stop(timeout=10) and runner.stats()["state"] == "closed", runner.stats()
-        listener.wait(timeout=15)
+        for scheme, (url, listen, kind) in RECEIVERS.items():
+            port = free_port()
+            receive = [a.format(port=port) for a in listen] + [
+                "-c",
+                "copy",
+                "-f",
+                "mpegts",
+                f"{tmp_path}/{scheme}.ts",
+            ]
+            command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *receive]
+            listeners.append(subprocess.Popen(command))
+            _wait_bound(port, kind)
+            outputs.append(OutputRunner(output_sink(url.format(port=port), FMT)).start())
+        voice = pcm16(0.1 * np.sin(np.arange(FMT.samples_per_frame) / 5))
+        for i in range(100):  # 4 s at the real rate, as a session delivers
+            for runner in outputs:
+                runner.put_video(_picture(i), i)
+                runner.put_audio(voice, i * FMT.samples_per_frame)
+            time.sleep(1 / FMT.fps)
+        for runner in outputs:
+            assert runner.stop(timeout=10) and runner.stats()["state"] == "closed", runner.stats()
+        for listener in listeners:
+            listener.wait(timeout=15)
     finally:
-        listener.kill()
-    with av.open(str(received)) as c:
-        assert c.streams.video[0].codec_context.name == "h264" and len(c.streams.audio) == 1
-        assert sum(1 for _ in c.decode(video=0)) >= 75
+        for listener in listeners:
+            listener.kill()
+    for scheme in RECEIVERS:
+        with av.open(f"{tmp_path}/{scheme}.ts") as c:
+            assert c.streams.video[0].codec_context.name == "h264" and len(c.streams.audio) == 1, scheme
+            assert sum(1 for _ in c.decode(video=0)) >= 75, scheme
 
 
 @pytest.mark.slow
