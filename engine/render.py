@@ -32,7 +32,8 @@ from engine.media.audio_file import AudioFile
 from engine.media.errors import MediaError
 from engine.media.framing import framer
 from engine.media.image import read_image
-from engine.media.mp4 import Mp4Writer
+from engine.media.mp4 import MP4_SUFFIXES, Mp4Writer
+from engine.media.paths import check_output
 from engine.parts import Parts
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ def render(
     on_progress(frames_written, estimated_total_frames) is called after every segment.
     """
     options = options or RenderOptions()
+    check_output(Path(out), MP4_SUFFIXES)
     cfg = parts.config
     size = options.size or (cfg.hr.width, cfg.hr.height)
     start = time.perf_counter()

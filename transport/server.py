@@ -33,6 +33,7 @@ from transport import codecs, ice
 from transport.avatars import MAX_UPLOAD_BYTES, AvatarStore
 from transport.errors import RequestError
 from transport.metrics import metrics_registry, render
+from transport.origins import origin_middleware, served_names
 from transport.registry import SessionRegistry
 from transport.session import BenchProbe
 
@@ -61,6 +62,7 @@ class ServerSettings:
     face_check: bool = True  # uploads: frame photos by their face, refuse photos without one
     bench: BenchProbe | None = None  # measured by `ihuman bench`: stamp frames, maybe add a delay
     outputs: tuple[str, ...] = ()  # every talker session also goes to these (transport.outputs)
+    public_hosts: tuple[str, ...] = ()  # host names served besides loopback and --host (origins.py)
 
 
 def is_loopback(host: str) -> bool:
@@ -186,7 +188,11 @@ class Server:
 
     def app(self) -> web.Application:
         app = web.Application(
-            middlewares=[_errors, _token_middleware(self.settings.token)],
+            middlewares=[
+                _errors,
+                origin_middleware(served_names(self.settings.host, self.settings.public_hosts)),
+                _token_middleware(self.settings.token),
+            ],
             client_max_size=MAX_UPLOAD_BYTES + 1024,
         )
         app.router.add_get("/", self.page)

@@ -22,6 +22,7 @@ from engine.media.errors import MediaError
 log = logging.getLogger(__name__)
 
 AUDIO_CODECS = ("aac", "alac", "flac")
+MP4_SUFFIXES = (".mp4", ".m4v")  # what an MP4 file is named (players go by the name)
 VIDEO_OPTIONS = {"crf": "18", "preset": "veryfast"}
 AAC_BITRATE = 192_000
 FALLBACK_RATE = 48_000  # when the encoder does not take the input's sample rate

@@ -8,7 +8,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from engine.generation.stages import GenerationChoices
-from engine.media.mp4 import AUDIO_CODECS
+from engine.media.mp4 import AUDIO_CODECS, MP4_SUFFIXES
+from engine.media.paths import check_output
 from engine.parts import DEFAULT_BUNDLE
 from engine.presets import PRESETS
 from engine.render import RenderOptions, render
@@ -17,6 +18,7 @@ from ihuman.arguments import positive, resolution
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    check_output(args.out, MP4_SUFFIXES)  # before the model loads and the work starts
     parts = loading.load_parts(args)
     options = RenderOptions(
         generation=GenerationChoices(lr_steps=args.steps, seed=args.seed, text=args.text),

@@ -72,6 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ),
         face_check=not args.no_face_check,
         outputs=tuple(args.output),
+        public_hosts=tuple(args.public_host),
         bench=BenchProbe(args.bench_extra_delay_ms, args.bench_extra_delay_after_s)
         if args.bench_stamps
         else None,
@@ -95,8 +96,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def add(sub: argparse._SubParsersAction) -> None:
     srv = sub.add_parser("serve", help="the WebRTC server: browser client, viewers for OBS")
-    srv.add_argument("--host", default="127.0.0.1", help="listen address (beyond loopback needs --token)")
-    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="listen address (default 127.0.0.1; beyond loopback needs --token)",
+    )
+    srv.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
     srv.add_argument("--bundle", type=Path, help=f"trained bundle (default: {DEFAULT_BUNDLE})")
     srv.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="random weights of a preset")
     srv.add_argument("--random-weights", action="store_true", help="untrained parts of --preset (speed only)")
@@ -107,7 +112,14 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="use uploads and --avatar as they are instead of framing them by their face",
     )
     srv.add_argument("--token", help="required on every request (needed to listen beyond loopback)")
-    srv.add_argument("--max-sessions", type=int, default=2, help="concurrent avatar sessions")
+    srv.add_argument(
+        "--public-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name clients use to reach the server (repeatable; loopback names and --host always)",
+    )
+    srv.add_argument("--max-sessions", type=int, default=2, help="concurrent avatar sessions (default 2)")
     srv.add_argument("--ice-server", action="append", default=[], help="stun:/turn:user:pass@host URL")
     srv.add_argument(
         "--ice-address",

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -167,3 +168,26 @@ def test_render_works_without_the_serve_extra_and_serve_says_what_to_install() -
     serve = _without_webrtc(["serve", "--port", "1"])
     assert serve.returncode == 2
     assert "pip install 'infinityhuman[serve]'" in serve.stderr
+
+
+def test_render_refuses_an_output_it_cannot_write_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One clear line and exit 2, no file left (the picture and sound need not even exist:
+    the output is checked first)."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    # As a user without write permission there (the tests may run as root, who has it anywhere).
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))
+    cases = {
+        tmp_path / "missing" / "talk.mp4": "the folder",
+        tmp_path: "is a folder",
+        tmp_path / "talk.avi": "this writes .mp4 or .m4v files",
+        locked / "talk.mp4": "no permission",
+    }
+    for out, message in cases.items():
+        code = main(["render", "--image", "none.png", "--audio", "none.wav", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and err.count("\n") == 1, (out, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["locked"] and not any(locked.iterdir())

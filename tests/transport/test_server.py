@@ -144,6 +144,49 @@ def test_token_guards_every_route(parts: Parts) -> None:
     asyncio.run(main())
 
 
+def test_pages_of_other_sites_cannot_drive_the_server(parts: Parts) -> None:
+    """DNS rebinding shows as a foreign Host (421); a cross-site page's changes as a foreign
+    Origin (403). The page itself, programs (no Origin) and --public-host names pass."""
+    png = {"Content-Type": "image/png"}
+
+    async def main() -> None:
+        async with running_server(parts, public_hosts=("avatar.example",)) as (_, url):
+            port = url.rsplit(":", 1)[1]
+            async with aiohttp.ClientSession() as http:
+                for host, want in [
+                    (f"127.0.0.1:{port}", 200),
+                    (f"localhost:{port}", 200),
+                    (f"[::1]:{port}", 200),
+                    (f"avatar.example:{port}", 200),
+                    (f"rebound.attacker.example:{port}", 421),
+                    ("127.0.0.1.attacker.example", 421),
+                ]:
+                    async with http.get(url + "/health", headers={"Host": host}) as r:
+                        assert r.status == want, host
+                        if want == 421:
+                            assert "--public-host" in (await r.json())["error"]
+                for origin, allowed in [
+                    (None, True),
+                    (f"http://127.0.0.1:{port}", True),
+                    (f"http://localhost:{port}", True),
+                    ("https://avatar.example", True),
+                    ("https://attacker.example", False),
+                    ("null", False),  # a sandboxed frame
+                ]:
+                    headers = png if origin is None else {**png, "Origin": origin}
+                    async with http.post(url + "/avatars", data=_png((96, 64)), headers=headers) as r:
+                        # Allowed, the faceless picture reaches the face check (422).
+                        assert r.status == (422 if allowed else 403), (origin, r.status)
+                async with http.post(
+                    url + "/offer", json={}, headers={"Origin": "https://attacker.example"}
+                ) as r:
+                    assert r.status == 403
+                async with http.get(url + "/health", headers={"Origin": "https://attacker.example"}) as r:
+                    assert r.status == 200  # reading is not changing
+
+    asyncio.run(main())
+
+
 @pytest.mark.slow
 def test_admission_control_bad_messages_and_abandoned_offers(parts: Parts) -> None:
     async def main() -> None:

@@ -8,9 +8,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from engine.media.errors import MediaError
+from engine.media.paths import check_output
 from transport.outputs.encoded import FILE_FORMATS, FileSink, SrtSink, StreamSink
 from transport.outputs.feed import SessionOutputs
 from transport.outputs.runner import OutputRunner
@@ -56,8 +57,11 @@ def output_sink(url: str, fmt: StreamFormat) -> Sink:
         return SrtSink(url, fmt)
     if scheme in ("", "file"):
         path = Path(url.removeprefix("file://"))
-        if path.suffix.lower() in FILE_FORMATS:
-            _check_writable(path)
+        if path.suffix.lower() in FILE_FORMATS or path.is_dir():
+            try:
+                check_output(path, tuple(FILE_FORMATS))
+            except MediaError as err:
+                raise OutputError(str(err)) from None
             return FileSink(url, fmt)
     raise OutputError(f"unknown output {url!r}; outputs are: {', '.join(FORMS)}")
 
@@ -73,16 +77,6 @@ def session_url(url: str, session_id: str) -> str:
         return url
     path = Path(url.removeprefix("file://"))
     return str(path.with_name(f"{path.stem}-{session_id}{path.suffix}"))
-
-
-def _check_writable(path: Path) -> None:
-    if path.is_dir():
-        raise OutputError(f"{path} is a folder: name the recording's file")
-    folder = path.parent
-    if not folder.is_dir():
-        raise OutputError(f"{path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"{path}: no permission to write in {folder}")
 
 
 def runners(urls: list[str], fmt: StreamFormat) -> list[OutputRunner]:
