@@ -7,6 +7,7 @@ answered as 400 by the server's error middleware, not by deriving from them."""
 class RequestError(Exception):
     """A request the server refuses; `status` is the HTTP status to answer with."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}  # e.g. Retry-After

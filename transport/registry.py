@@ -19,6 +19,7 @@ from engine.streaming.session import SessionOptions
 from transport import commands, messages
 from transport.avatars import AvatarStore
 from transport.errors import RequestError
+from transport.limits import RateLimit
 from transport.outputs import StreamFormat, runners, session_url
 from transport.peers import PeerEvents, connect_peer
 from transport.sdp import check_offer
@@ -27,6 +28,9 @@ from transport.stamps import MarkListener
 from transport.tracks import SessionAudioTrack, SessionVideoTrack
 
 log = logging.getLogger(__name__)
+
+MESSAGES_PER_S = 20.0  # a talker's commands are clicks and keystrokes: far below this
+MESSAGE_BURST = 40
 
 
 class SessionRegistry:
@@ -43,6 +47,7 @@ class SessionRegistry:
         video_size: tuple[int, int] = (1280, 720),
         bench: BenchProbe | None = None,
         outputs: tuple[str, ...] = (),
+        max_viewers: int = 8,
     ) -> None:
         self.engine, self.avatars = engine, avatars
         self.default_avatar = default_avatar
@@ -53,6 +58,9 @@ class SessionRegistry:
         self.video_size = video_size
         self.bench = bench
         self.outputs = outputs  # every talker session goes to these too (transport.outputs)
+        self.max_viewers = max_viewers
+        # Data-channel messages per peer: a burst, then a rate (a flood is dropped with one reply).
+        self.messages = RateLimit(rate=MESSAGES_PER_S, burst=MESSAGE_BURST)
         self.sessions: dict[str, AvatarSession] = {}
         self.started_total = 0
         self.rejected_total = 0
@@ -99,6 +107,10 @@ class SessionRegistry:
         live = self.sessions.get(session_id)
         if live is None or live.closed:
             raise RequestError(f"no running avatar session {session_id!r}", 404)
+        if sum(p.role == "viewer" for p in live.peers) >= self.max_viewers:
+            raise RequestError(
+                f"this session has its {self.max_viewers} viewers; try again when one leaves", 503
+            )
         check_offer(offer)
         return await self._connect(live, offer, "viewer")
 
@@ -108,6 +120,10 @@ class SessionRegistry:
         )
 
     def _on_message(self, live: AvatarSession, peer: Peer, data: bytes | str) -> None:
+        if not self.messages.allow(f"{live.id}:{id(peer)}"):
+            if self.messages.refused % MESSAGE_BURST == 1:  # one reply per burst refused, not one each
+                peer.send(messages.encode("error", message="too many messages; some were dropped"))
+            return
         try:
             command = commands.decode(data)
             if peer.role != "talker":

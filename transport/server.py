@@ -32,6 +32,7 @@ from engine.streaming.session import SessionOptions
 from transport import codecs, ice
 from transport.avatars import MAX_UPLOAD_BYTES, AvatarStore
 from transport.errors import RequestError
+from transport.limits import RateLimit
 from transport.metrics import metrics_registry, render
 from transport.origins import origin_middleware, served_names
 from transport.registry import SessionRegistry
@@ -63,6 +64,10 @@ class ServerSettings:
     bench: BenchProbe | None = None  # measured by `ihuman bench`: stamp frames, maybe add a delay
     outputs: tuple[str, ...] = ()  # every talker session also goes to these (transport.outputs)
     public_hosts: tuple[str, ...] = ()  # host names served besides loopback and --host (origins.py)
+    # Per client address: offers and uploads (each costs engine or decoder work), a burst then a rate.
+    requests_per_s: float = 1.0
+    request_burst: int = 10
+    max_viewers: int = 8  # receive-only peers per session
 
 
 def is_loopback(host: str) -> bool:
@@ -106,7 +111,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except RequestError as err:
-        return web.json_response({"error": str(err)}, status=err.status)
+        return web.json_response({"error": str(err)}, status=err.status, headers=err.headers)
     except web.HTTPException as err:
         if err.status >= 400:
             return web.json_response({"error": err.reason}, status=err.status)
@@ -183,7 +188,9 @@ class Server:
             video_size=settings.video_size,
             bench=settings.bench,
             outputs=settings.outputs,
+            max_viewers=settings.max_viewers,
         )
+        self.requests = RateLimit(settings.requests_per_s, settings.request_burst)
         self.metrics = metrics_registry(self.sessions)
 
     def app(self) -> web.Application:
@@ -219,7 +226,16 @@ class Server:
             raise RequestError(f"no client file {name!r}", 404)
         return web.FileResponse(CLIENT_DIR / name, headers={"Cache-Control": "no-store"})
 
+    def _limit(self, request: web.Request) -> None:
+        if not self.requests.allow(request.remote or "?"):
+            raise RequestError(
+                "too many requests from this address; try again shortly",
+                429,
+                headers={"Retry-After": str(self.requests.retry_after())},
+            )
+
     async def offer(self, request: web.Request) -> web.StreamResponse:
+        self._limit(request)
         body = await _json_body(request)
         sdp = _string(body, "sdp", MAX_SDP_BYTES, required=True)
         if body.get("type") != "offer" or not sdp or not sdp.startswith("v=0"):
@@ -239,6 +255,7 @@ class Server:
         return web.json_response({"type": "answer", "sdp": answer, "session": session_id})
 
     async def upload_avatar(self, request: web.Request) -> web.StreamResponse:
+        self._limit(request)
         if not request.content_type.startswith("image/"):
             kind = request.content_type
             raise RequestError(f"send the picture as image/png, image/jpeg or image/webp, not {kind}", 415)

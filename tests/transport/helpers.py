@@ -43,6 +43,7 @@ async def running_server(
     A talker that uploads no picture gets the procedural character `picture_seed`."""
     port = free_port()
     options = settings.pop("session_options", SessionOptions(target_delay_ms=900))
+    settings.setdefault("request_burst", 1000)  # the tests send more offers than a person would
     config = ServerSettings(port=port, ice_addresses=LOOPBACK, session_options=options, **settings)  # type: ignore[arg-type]
     hr = parts.config.hr
     picture = make_clip(picture_seed, 0.04, hr.width, hr.height).frames[0]

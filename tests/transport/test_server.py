@@ -6,6 +6,7 @@ import asyncio
 import gc
 import io
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from engine.streaming.session import SessionOptions, fitted_frame
 from tests.factories import micro_config
 from tests.transport.helpers import connect, running_server
 from transport import ice, messages
+from transport.limits import RateLimit
+from transport.registry import MESSAGE_BURST, MESSAGES_PER_S
 from transport.server import MAX_JSON_BYTES, ServerSettings, check_settings
 
 PHOTOS = Path(__file__).parents[1] / "fixtures" / "photos"
@@ -144,6 +147,34 @@ def test_token_guards_every_route(parts: Parts) -> None:
     asyncio.run(main())
 
 
+def test_a_bucket_allows_a_burst_then_a_rate() -> None:
+    now = [0.0]
+    limit = RateLimit(rate=2.0, burst=3, max_clients=2, clock=lambda: now[0])
+    assert [limit.allow("a") for _ in range(4)] == [True, True, True, False]
+    assert limit.allow("b")  # another client has its own bucket
+    now[0] = 0.5  # one token back for "a"
+    assert limit.allow("a") and not limit.allow("a")
+    limit.allow("c")  # a third client: the stalest bucket ("b") is forgotten
+    assert len(limit._buckets) == 2 and "b" not in limit._buckets
+    assert limit.refused == 2 and limit.retry_after() == 1
+
+
+def test_request_floods_are_limited_per_address(parts: Parts) -> None:
+    async def main() -> None:
+        limits = {"request_burst": 4, "requests_per_s": 0.5}
+        async with running_server(parts, **limits) as (_, url), aiohttp.ClientSession() as http:
+            statuses = []
+            for _ in range(6):
+                async with http.post(url + "/offer", json={}) as r:
+                    statuses.append(r.status)
+                    retry = r.headers.get("Retry-After")
+            async with http.get(url + "/health") as r:
+                health = r.status
+        assert statuses == [400] * 4 + [429] * 2 and retry == "2" and health == 200
+
+    asyncio.run(main())
+
+
 def test_pages_of_other_sites_cannot_drive_the_server(parts: Parts) -> None:
     """DNS rebinding shows as a foreign Host (421); a cross-site page's changes as a foreign
     Origin (403). The page itself, programs (no Origin) and --public-host names pass."""
@@ -190,7 +221,10 @@ def test_pages_of_other_sites_cannot_drive_the_server(parts: Parts) -> None:
 @pytest.mark.slow
 def test_admission_control_bad_messages_and_abandoned_offers(parts: Parts) -> None:
     async def main() -> None:
-        async with running_server(parts, max_sessions=1, connect_timeout_s=1.5) as (server, url):
+        async with running_server(parts, max_sessions=1, connect_timeout_s=1.5, max_viewers=1) as (
+            server,
+            url,
+        ):
             first = await connect(url, session=None, role="talker")  # a talker that sends no audio
             with pytest.raises(RuntimeError, match=r"503.*in use"):
                 await connect(url, role="talker")
@@ -210,6 +244,21 @@ def test_admission_control_bad_messages_and_abandoned_offers(parts: Parts) -> No
             errors = [m["message"] for m in first.messages if m["type"] == "error"]
             assert len(errors) == 5, errors
             assert server.sessions.sessions[first.session].session.generation == 1  # interrupt worked
+            # A flood of commands is cut at the per-peer burst, with one error back; the session runs on.
+            flood = time.monotonic()
+            for _ in range(200):
+                channel.send(messages.encode("interrupt"))
+            await asyncio.sleep(0.5)
+            generation = server.sessions.sessions[first.session].session.generation
+            # The burst, and at most what the rate refilled while they arrived.
+            refilled = MESSAGES_PER_S * (time.monotonic() - flood)
+            assert MESSAGE_BURST - 6 <= generation - 1 <= MESSAGE_BURST + refilled + 1 < 100
+            assert [m for m in first.messages if m.get("message", "").startswith("too many messages")]
+            # Viewers per session are bounded (max_viewers=1 here).
+            viewer = await connect(url, session=first.session)
+            with pytest.raises(RuntimeError, match=r"503.*viewers"):
+                await connect(url, session=first.session)
+            await viewer.close()
             await first.close()
             for _ in range(50):
                 if not server.sessions.sessions:
