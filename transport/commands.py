@@ -91,7 +91,7 @@ def decode(data: bytes | str) -> Command:
     """The command a client message asks for; MessageError says what is wrong with it."""
     message = messages.parse(data)
     kind = message.get("type")
-    if kind not in COMMANDS:
+    if not isinstance(kind, str) or kind not in COMMANDS:
         raise MessageError(f"unknown message type {kind!r}; known: {', '.join(COMMANDS)}")
     command = COMMANDS[kind]
     types = get_type_hints(command)

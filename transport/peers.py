@@ -70,15 +70,19 @@ async def connect_peer(
 
     try:
         await pc.setRemoteDescription(offer)
-    except (ValueError, TypeError) as err:
-        raise RequestError(f"the SDP offer cannot be used: {err}") from None
-    for transceiver in pc.getTransceivers():
-        if transceiver.kind == "video":
-            prefer_codecs(transceiver)
-            pc.addTrack(live.video_relay.subscribe())
-        elif transceiver.kind == "audio":
-            pc.addTrack(live.audio_relay.subscribe())
-    await pc.setLocalDescription(await pc.createAnswer())
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "video":
+                prefer_codecs(transceiver)
+                pc.addTrack(live.video_relay.subscribe())
+            elif transceiver.kind == "audio":
+                pc.addTrack(live.audio_relay.subscribe())
+        await pc.setLocalDescription(await pc.createAnswer())
+    # The offer is the client's: whatever aiortc meets in it (it raises assorted errors on offers
+    # that parse but do not fit together) is a refused request, and the peer is let go.
+    except Exception as err:
+        live.peers.remove(peer)
+        await pc.close()
+        raise RequestError(f"the SDP offer cannot be used: {type(err).__name__}: {err}") from None
     live.spawn(_connect_timeout(live, peer, events, connect_timeout_s), f"{role}-timeout")
     return pc.localDescription.sdp
 
