@@ -27,6 +27,9 @@ class SessionCollector(Collector):
         yield CounterMetricFamily(
             "ihuman_sessions_rejected", "Offers refused: all sessions in use", value=r.rejected_total
         )
+        yield CounterMetricFamily(
+            "ihuman_sessions_failed", "Sessions ended because a stage failed", value=r.failed_total
+        )
         session = ["session"]
         peers = GaugeMetricFamily("ihuman_peers", "Connected peers", labels=["session", "role"])
         fps = GaugeMetricFamily("ihuman_fps", "Frames per second sent", labels=session)

@@ -64,6 +64,7 @@ class SessionRegistry:
         self.sessions: dict[str, AvatarSession] = {}
         self.started_total = 0
         self.rejected_total = 0
+        self.failed_total = 0  # sessions ended because a part of the engine failed
         self._events = PeerEvents(on_message=self._on_message, on_gone=self._on_gone)
 
     async def talker(
@@ -95,6 +96,7 @@ class SessionRegistry:
             await self.close(live)
             raise
         live.spawn(live.push_stats(), "stats")
+        live.spawn(self._end_on_failure(live), "watch")
         # One session at a time holds the outputs: two sessions would fight over one stream URL.
         if self.outputs and not any(s.outputs for s in self.sessions.values()):
             fmt = StreamFormat(*self.video_size, session.timeline.fps, session.timeline.rate)
@@ -137,6 +139,15 @@ class SessionRegistry:
             await self.close(live)
         else:
             await live.drop_peer(peer)
+
+    async def _end_on_failure(self, live: AvatarSession) -> None:
+        """A session whose engine part failed is told so and ended; the others run on."""
+        reason = await live.session.failed()
+        for peer in live.peers:
+            peer.send(messages.encode("error", message=f"the avatar session stopped: {reason}"))
+        await asyncio.sleep(0.2)  # the message leaves before the peers close
+        self.failed_total += 1
+        await self.close(live)
 
     async def close(self, live: AvatarSession) -> None:
         """End a session and release everything it holds (idempotent)."""

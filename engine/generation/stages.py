@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.config import Config
-from engine.exceptions import ConfigError
+from engine.exceptions import ConfigError, EngineError
 from engine.flow import euler_sample, sampling_times
 from engine.generation.segments import Segment
 from engine.media.image import fit_image
@@ -37,6 +37,17 @@ from engine.models.text import TextTokens, tokenize
 from engine.models.vae import DecoderState
 from engine.parts import Parts
 from engine.pose.pose_tensor import pose_tensor
+
+
+class StageError(EngineError):
+    """A generator made what cannot be shown (NaN or infinite latents): the stream cannot go on."""
+
+
+def check_finite(stage: str, latents: Tensor) -> None:
+    # One reduction over a segment's latents, small beside the stage; unchecked, a NaN streams
+    # as black frames (uint8 conversion) for the rest of the session.
+    if not bool(torch.isfinite(latents).all()):
+        raise StageError(f"{stage} produced non-finite values (NaN or inf)")
 
 
 @dataclass(frozen=True)
@@ -175,7 +186,9 @@ class LowResStage:
         C, (h, w) = self.config.latent_channels, self.config.lr_latent_grid
         noise = torch.randn(1, C, seg.new_latents, h, w, generator=self.generator, device=self.prefix.device)
         times = sampling_times(steps or self.steps, self.config.flow.lr_time_shift, self.prefix.device)
-        latents = euler_sample(self.model.velocity(cond, self.guidance), noise, times)
+        velocity = self.model.velocity(cond, self.guidance, cache_context=len(times) > 2)
+        latents = euler_sample(velocity, noise, times)
+        check_finite("LR-A2V", latents)
         self.motion = _keep_last(self.motion, latents, self.config.segment.motion_latents)
         return latents
 
@@ -235,6 +248,7 @@ class RefineStage:
             1, C, low.latents.shape[2], H, W, generator=self.generator, device=low.latents.device
         )
         hr_latents = euler_sample(parts.refiner.velocity(cond), noise, self.times)
+        check_finite("the refiner", hr_latents)
         self.motion = _keep_last(self.motion, hr_latents, cfg.segment.refiner_motion_latents)
         video, self.decoder = parts.vae.decode_stream(hr_latents, self.decoder)  # [1, 3, T, H, W]
         return to_uint8(video[0].transpose(0, 1))

@@ -80,6 +80,8 @@ class Session:
         )  # fmt: skip
         self.input = SessionInput(parts, clock, self.timeline, options, self.stats, self._start)
         self._closed = False
+        self.failure: str | None = None  # why the session stopped making frames, when a part failed
+        self._failed = asyncio.Event()
         self._stages = self._start(self.pipeline.run(), "stages")
         self.input.schedule(0, self.pipeline.generation, self.pipeline.submit)
         log.info("%s: started with delay %.0f ms", name, delay_s * 1000)
@@ -117,8 +119,20 @@ class Session:
         return task
 
     def _task_done(self, task: asyncio.Task) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s: %s failed", self.name, task.get_name(), exc_info=task.exception())
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        log.error("%s: %s failed", self.name, task.get_name(), exc_info=error)
+        if self.failure is None:  # the first failure is the cause; what follows is consequence
+            self.failure = f"{type(error).__name__}: {error}"
+            self._failed.set()
+
+    async def failed(self) -> str:
+        """Wait until a part of the session fails (a stage raised: out of memory, NaN output, ...)
+        and say why. The session then makes no more new frames: its owner should tell its client
+        and close it; other sessions are not affected."""
+        await self._failed.wait()
+        assert self.failure is not None
+        return self.failure
 
     def _check_open(self) -> None:
         if self._closed:

@@ -118,7 +118,14 @@ async def run_live(
     Ctrl-C or cancellation), with a status line every second."""
     session = await engine.open_session(picture, options=options)
     until = None if seconds is None else session.t0 + session.delay + seconds
-    tasks = [asyncio.create_task(voice(session)), asyncio.create_task(outputs.run(session, until))]
+    async def watch() -> None:
+        raise EngineError(f"the session stopped: {await session.failed()}")
+
+    tasks = [
+        asyncio.create_task(voice(session)),
+        asyncio.create_task(outputs.run(session, until)),
+        asyncio.create_task(watch()),
+    ]
     started = time.monotonic()
     try:
         while not tasks[1].done():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import io
+import subprocess
 import threading
 import time
 import tracemalloc
@@ -14,6 +15,7 @@ import aiohttp
 import msgpack
 import numpy as np
 import pytest
+import torch
 from aiortc import RTCPeerConnection
 from PIL import Image
 
@@ -344,6 +346,33 @@ def test_demo_avatars_are_offered_and_are_the_default(parts: Parts, tmp_path: Pa
             live = server.sessions.sessions[client.session]
             expected = fitted_frame(server.avatars.get("demo-1").image, *live.session.frame_size)
             assert np.array_equal(live.session.reference_frame, expected)
+            await client.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_a_session_whose_stage_fails_is_told_and_ended(tmp_path: Path) -> None:
+    parts = Parts.random(micro_config(), seed=5)
+    wav = tmp_path / "talk.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), "Talking while the refiner breaks down."], check=True)
+
+    async def main() -> None:
+        async with running_server(parts) as (server, url):
+            client = await connect(url, wav)
+            for _ in range(100):  # streaming: the first stats arrived
+                if any(m["type"] == "stats" for m in client.messages):
+                    break
+                await asyncio.sleep(0.1)
+            with torch.no_grad():
+                next(parts.refiner.parameters()).fill_(float("nan"))  # its next segment fails
+            for _ in range(100):
+                if not server.sessions.sessions:
+                    break
+                await asyncio.sleep(0.1)
+            assert not server.sessions.sessions and server.sessions.failed_total == 1
+            errors = [m["message"] for m in client.messages if m["type"] == "error"]
+            assert errors and "the avatar session stopped" in errors[0] and "non-finite" in errors[0]
             await client.close()
 
     asyncio.run(main())

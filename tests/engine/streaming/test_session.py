@@ -440,3 +440,49 @@ def test_push_audio_checks_its_input_and_resumes_at_the_clock_after_a_pause(micr
             session.push_audio(np.zeros(320, np.float32), pts=16_000 * 1000)
 
     asyncio.run(_finally(main(), finish(engine)))
+
+
+def test_a_failing_stage_ends_its_session_and_spares_the_others(micro_parts: Parts) -> None:
+    """One session's refiner runs out of memory (simulated) on its third segment: that session
+    says why (`failed`: its owner tells the client and ends it) while another session of the
+    same engine streams on."""
+    engine = virtual_engine(micro_parts, {"low_res": 0.05, "refine": 0.05})
+
+    def broken(stage: str, fn: Callable) -> Callable:
+        calls = [0]
+
+        def run(*args: Any) -> Any:
+            calls[0] += 1
+            if stage == "refine" and calls[0] >= 3:
+                raise RuntimeError("CUDA out of memory (simulated)")
+            return fn(*args)
+
+        return run
+
+    async def main() -> tuple[str | None, Run]:
+        options = SessionOptions(target_delay_ms=600)
+        failing = await stream(engine, SPEECH, 3.0, options, wrap=broken)
+        healthy = await stream(engine, SPEECH, 3.0, options)
+        await finish(engine)
+        return failing.session.failure, healthy
+
+    reason, healthy = asyncio.run(main())
+    assert reason is not None and "CUDA out of memory" in reason
+    assert healthy.session.failure is None
+    assert sum(f.source == FrameSource.REFINED for f in healthy.frames) > 10
+
+
+def test_nan_latents_stop_the_session_instead_of_streaming_black() -> None:
+    parts = Parts.random(MICRO, seed=1)
+    engine = virtual_engine(parts, {"low_res": 0.05, "refine": 0.05})
+
+    async def main() -> str | None:
+        await engine.estimate()  # the warm-up runs healthy; then the refiner's weights go bad
+        with torch.no_grad():
+            next(parts.refiner.parameters()).fill_(float("nan"))
+        run = await stream(engine, SPEECH, 2.0, SessionOptions(target_delay_ms=600))
+        await finish(engine)
+        return run.session.failure
+
+    reason = asyncio.run(main())
+    assert reason is not None and "the refiner produced non-finite values" in reason
