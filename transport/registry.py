@@ -158,5 +158,12 @@ class SessionRegistry:
         await self.engine.close_session(live.session)
         log.info("%s: session closed", live.id)
 
-    async def close_all(self) -> None:
-        await asyncio.gather(*(self.close(live) for live in list(self.sessions.values())))
+    async def close_all(self, notice: str | None = None) -> None:
+        """End every session; with a notice, their peers are told why first."""
+        running = list(self.sessions.values())
+        if notice is not None and running:
+            for live in running:
+                for peer in live.peers:
+                    peer.send(messages.encode("error", message=notice))
+            await asyncio.sleep(0.2)  # the messages leave before the peers close
+        await asyncio.gather(*(self.close(live) for live in running))

@@ -18,6 +18,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,9 @@ class ServerSettings:
     requests_per_s: float = 1.0
     request_burst: int = 10
     max_viewers: int = 8  # receive-only peers per session
+
+
+DRAIN_S = 4.0  # sessions get this long to end cleanly when the server stops (then it exits)
 
 
 def is_loopback(host: str) -> bool:
@@ -302,7 +306,20 @@ async def run(server: Server, on_ready: Callable[[str], None] | None = None) -> 
     log.info("serving %s with %s", url, server.engine.parts.source)
     if on_ready:
         on_ready(url)
+    # SIGTERM (a service manager, a container stop) and Ctrl-C drain instead of dying mid-write:
+    # every client is told, sessions close (recordings complete), then the listener goes.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for number in signals:
+        loop.add_signal_handler(number, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
+        log.info("stopping: ending %d session(s)", len(server.sessions.sessions))
     finally:
-        await runner.cleanup()
+        for number in signals:
+            loop.remove_signal_handler(number)
+        try:
+            await asyncio.wait_for(server.sessions.close_all("the server is stopping"), DRAIN_S)
+        finally:
+            await runner.cleanup()

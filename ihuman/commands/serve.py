@@ -87,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"InfinityHuman Live: open {url} (Ctrl-C stops)", flush=True)
 
     try:
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server is stopped
+        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C while it drains
             uvloop.run(serve(server, on_ready=ready))
     except OSError as err:  # the port is taken, the address is not ours, ...
         raise EngineError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None

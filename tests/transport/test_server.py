@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import io
+import signal
 import subprocess
+import sys
 import threading
 import time
 import tracemalloc
 from pathlib import Path
 
 import aiohttp
+import av
 import msgpack
 import numpy as np
 import pytest
@@ -23,7 +26,7 @@ from engine.exceptions import EngineError
 from engine.parts import Parts
 from engine.streaming.session import SessionOptions, fitted_frame
 from tests.factories import micro_config
-from tests.transport.helpers import connect, running_server
+from tests.transport.helpers import connect, free_port, running_server
 from transport import ice, messages
 from transport.limits import RateLimit
 from transport.registry import MESSAGE_BURST, MESSAGES_PER_S
@@ -376,3 +379,37 @@ def test_a_session_whose_stage_fails_is_told_and_ended(tmp_path: Path) -> None:
             await client.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_sigterm_drains_the_server(tmp_path: Path) -> None:
+    """`ihuman serve` stopped by SIGTERM: the talker is told, its recording completes, the process
+    exits 0 within 5 s."""
+    port, wav = free_port(), tmp_path / "talk.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), "Keep talking while the server stops."], check=True)
+    command = ["serve", "--random-weights", "--port", str(port), "--output", str(tmp_path / "rec.mkv")]
+    process = subprocess.Popen([sys.executable, "-m", "ihuman", *command], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    assert "open http://127.0.0.1" in process.stdout.readline()
+
+    async def main() -> tuple[float, list[dict]]:
+        client = await connect(f"http://127.0.0.1:{port}", wav)
+        for _ in range(150):
+            if any(m["type"] == "stats" for m in client.messages):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        while process.poll() is None and time.monotonic() - started < 10:
+            await asyncio.sleep(0.05)
+        await client.close()
+        return time.monotonic() - started, client.messages
+
+    took, received = asyncio.run(main())
+    assert process.wait(timeout=5) == 0 and took < 5.0
+    assert any(m["type"] == "error" and m["message"] == "the server is stopping" for m in received)
+    recordings = list(tmp_path.glob("rec-*.mkv"))
+    assert len(recordings) == 1 and not list(tmp_path.glob("*.partial"))
+    with av.open(str(recordings[0])) as c:
+        assert sum(1 for _ in c.decode(video=0)) > 10
