@@ -21,3 +21,6 @@ class SessionOptions:
     degrade: bool = True  # degrade quality when frames miss their due time
     max_audio_lag_ms: float = 200.0  # audio pushed without pts this far behind the clock restarts at now
     max_audio_ahead_s: float = 120.0  # audio may be pushed at most this far ahead of the clock (TTS)
+    # A stage call without a result after this long has stalled (a hung driver, a deadlock): the
+    # session fails with that reason instead of showing fallback frames forever.
+    stall_timeout_s: float = 30.0

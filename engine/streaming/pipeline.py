@@ -16,13 +16,20 @@ import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import Tensor
 
 from engine.frames import FrameSource, StageTimes
 from engine.generation.segments import Segment
-from engine.generation.stages import DecodedLowRes, GenerationSettings, LowResStage, Reference, RefineStage
+from engine.generation.stages import (
+    DecodedLowRes,
+    GenerationSettings,
+    LowResStage,
+    Reference,
+    RefineStage,
+    StageError,
+)
 from engine.models.text import tokenize
 from engine.parts import Parts
 from engine.streaming.clock import Clock
@@ -30,6 +37,7 @@ from engine.streaming.pacing import MovingAverage, Quality, Timeline
 from engine.streaming.stats import StatsCollector
 from engine.streaming.worker import Handoff, Worker
 
+T = TypeVar("T")
 StageWrapper = Callable[[str, Callable[..., Any]], Callable[..., Any]]
 """wrap(stage name, fn) -> fn: instruments or slows a stage (benchmarks and tests)."""
 
@@ -73,11 +81,13 @@ class StagePipeline:
         stats: StatsCollector,
         name: str,
         wrap: StageWrapper | None = None,
+        stall_timeout_s: float = 30.0,
     ) -> None:
         self.parts, self.config, self.clock, self.timeline = parts, parts.config, clock, timeline
         self._quality, self._publish, self.stats = quality, publish, stats
         self._low = LowResStage(parts, reference, settings)
         self._refine = RefineStage(parts, reference, settings)
+        self.stall_timeout_s = stall_timeout_s
         wrap = wrap or (lambda _name, fn: fn)
         self._run_low_res = wrap("low_res", self._low_res_fn)
         self._run_refine = wrap("refine", self._refine_fn)
@@ -152,6 +162,16 @@ class StagePipeline:
         decoded: DecodedLowRes = handoff.take(handoff.value.latents, handoff.value.keypoints)
         return self._refine.run(decoded)
 
+    async def _compute(self, worker: Worker, stage: str, fn: Callable[..., T], arg: Any) -> T:
+        """fn(arg) on the stage's worker, watched: no result within stall_timeout_s is a stall."""
+        try:
+            return await asyncio.wait_for(self.clock.compute(worker, stage, fn, arg), self.stall_timeout_s)
+        except TimeoutError:
+            # The thread cannot be stopped; it is left to its call and the session ends.
+            raise StageError(
+                f"the {stage} stage stalled: no result in {self.stall_timeout_s:g} s"
+            ) from None
+
     async def _low_res_loop(self) -> None:
         while True:
             job = await self._lr_queue.get()
@@ -162,7 +182,7 @@ class StagePipeline:
                 continue
             job = replace(job, quality=self._quality())
             start = self.clock.now()
-            handoff, preview = await self.clock.compute(self._lr_worker, "low_res", self._run_low_res, job)
+            handoff, preview = await self._compute(self._lr_worker, "low_res", self._run_low_res, job)
             end = self.clock.now()
             self.stats.stage("low_res", end - start)
             self.low_res_estimate.add(end - start)
@@ -187,7 +207,7 @@ class StagePipeline:
             if self._stale(job):
                 continue
             start = self.clock.now()
-            refined = await self.clock.compute(self._refine_worker, "refine", self._run_refine, handoff)
+            refined = await self._compute(self._refine_worker, "refine", self._run_refine, handoff)
             end = self.clock.now()
             self.stats.stage("refine", end - start)
             low_res = (times.low_res_end or start) - (times.low_res_start or start)

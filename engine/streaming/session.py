@@ -77,6 +77,7 @@ class Session:
         self.pipeline = StagePipeline(
             parts, clock, self.timeline, reference, settings, compute_estimate_s,
             lambda: self.output.quality, self.output.publish, self.stats, name, wrap,
+            options.stall_timeout_s,
         )  # fmt: skip
         self.input = SessionInput(parts, clock, self.timeline, options, self.stats, self._start)
         self._closed = False

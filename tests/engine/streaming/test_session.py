@@ -472,6 +472,31 @@ def test_a_failing_stage_ends_its_session_and_spares_the_others(micro_parts: Par
     assert sum(f.source == FrameSource.REFINED for f in healthy.frames) > 10
 
 
+def test_a_stalled_stage_is_caught_by_the_watchdog(micro_parts: Parts) -> None:
+    """A refiner call that never returns in time (a hung driver: here it sleeps 3 s) fails the
+    session with that reason after stall_timeout_s, instead of fallback frames forever."""
+    engine = virtual_engine(micro_parts, {"low_res": 0.05, "refine": 0.05})
+    release = threading.Event()
+
+    def hung(stage: str, fn: Callable) -> Callable:
+        def run(*args: Any) -> Any:
+            if stage == "refine":
+                release.wait(3.0)
+            return fn(*args)
+
+        return run
+
+    async def main() -> str | None:
+        options = SessionOptions(target_delay_ms=600, stall_timeout_s=0.5)
+        run = await stream(engine, SPEECH, 2.0, options, wrap=hung)
+        release.set()
+        await finish(engine)
+        return run.session.failure
+
+    reason = asyncio.run(main())
+    assert reason is not None and "the refine stage stalled: no result in 0.5 s" in reason
+
+
 def test_nan_latents_stop_the_session_instead_of_streaming_black() -> None:
     parts = Parts.random(MICRO, seed=1)
     engine = virtual_engine(parts, {"low_res": 0.05, "refine": 0.05})
