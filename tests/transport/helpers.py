@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,8 +122,17 @@ async def _record_audio(client: Client, track: MediaStreamTrack) -> None:
         client.audio.append((time.perf_counter(), mono_samples(frame)))
 
 
-async def connect(url: str, wav: Path | None = None, session: str | None = None, **fields: object) -> Client:
-    """Offer to the server as a talker (wav) or a viewer (session), like the browser page does."""
+async def connect(
+    url: str,
+    wav: Path | None = None,
+    session: str | None = None,
+    *,
+    sent_offer: Callable[[str], str] = lambda sdp: sdp,
+    answer: Callable[[str], Awaitable[str]] | None = None,
+    **fields: object,
+) -> Client:
+    """Offer to the server as a talker (wav) or a viewer (session), like the browser page does.
+    sent_offer and answer may change the SDPs on their way (a lossy link's relay)."""
     pc = RTCPeerConnection(ice.configuration(()))
     client = Client(pc)
     if wav is not None:
@@ -146,17 +155,19 @@ async def connect(url: str, wav: Path | None = None, session: str | None = None,
         client.tasks.append(asyncio.ensure_future(record(client, track)))
 
     await pc.setLocalDescription(await pc.createOffer())
-    body = {"type": "offer", "sdp": pc.localDescription.sdp, "role": "viewer" if wav is None else "talker"}
+    role = "viewer" if wav is None else "talker"
+    body = {"type": "offer", "sdp": sent_offer(pc.localDescription.sdp), "role": role}
     if session:
         body["session"] = session
     body.update(fields)
     async with aiohttp.ClientSession() as http, http.post(f"{url}/offer", json=body) as response:
-        answer = await response.json()
+        reply = await response.json()
         if response.status != 200:
             await pc.close()
-            raise RuntimeError(f"{response.status}: {answer}")
-    client.session = answer["session"]
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+            raise RuntimeError(f"{response.status}: {reply}")
+    client.session = reply["session"]
+    sdp = reply["sdp"] if answer is None else await answer(reply["sdp"])
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
     return client
 
 
