@@ -63,8 +63,9 @@ clean:
 # interrupted run stopped, so `make demo` can simply be run again. No hand ReFL: at the tiny LR
 # size (hands ~6 px) the hand evaluator scores at chance, so its reward would only add noise
 # (docs/demo.md). The mouth judge is the lip-sync reader no loss reads. LR-A2V and the refiner
-# estimate clean latents from a picture (the still reference, the LR latents), so a few hundred
-# steps already stream the person; their runs stop at a time limit (the same command resumes).
+# estimate clean latents from a picture (the still reference, the LR latents), so they stream the
+# person from their first step. LR-A2V trains on 3,200 windows encoded once (--latent-cache: a
+# step costs a third) and stops at a time limit (the same command resumes).
 # The refiner is stored untrained (--steps 0): its one-step estimate is then the LR latents on the
 # HR grid, and each refiner trained on a CPU so far made the HR frames worse than that (docs/demo.md).
 DEMO ?= runs/demo
@@ -77,7 +78,7 @@ demo: $(STAMP) system-deps
 	$(TRAIN) mouth  --out $(DEMO) --steps 2000 --batch 8 --lr 2e-3 --checkpoint-every 250 --eval-clips 8 --data $(DEMO_DATA)
 	$(TRAIN) mouth-judge --out $(DEMO) --steps 900 --batch 16 --lr 2e-3 --checkpoint-every 150 --eval-clips 8
 	$(TRAIN) audio  --out $(DEMO) --steps 750 --batch 8 --lr 1e-3 --checkpoint-every 250
-	$(TRAIN) lr-a2v --out $(DEMO) --steps 1300 --batch 8 --lr 5e-4 --checkpoint-every 100 --time-limit 72
+	$(TRAIN) lr-a2v --out $(DEMO) --steps 6000 --batch 16 --lr 5e-4 --latent-cache 3200 --workers 2 --average 0.999 --checkpoint-every 250 --time-limit 95
 	$(TRAIN) hand-evaluator --out $(DEMO) --steps 800 --batch 32 --lr 1e-3 --checkpoint-every 100 --eval-clips 16
 	$(TRAIN) refiner --out $(DEMO) --steps 0 --eval-clips 8
 	$(VENV)/bin/ihuman export --bundle $(DEMO) --out engine/assets/demo

@@ -161,6 +161,9 @@ class SegmentConfig:
     motion_latents: int = 1  # clean LR latent frames carried over from the previous segment
     refiner_motion_latents: int = 0  # clean HR latent frames carried over for refiner continuity (0 = none)
     prefix_latents: int = 1  # reference prefix latent frames (one encoded image)
+    # LR-A2V adds the reference and the last context latent to every new frame's tokens
+    # (LRA2V.context_tokens). Off in bundles made before it, which then load as they were.
+    lr_context_tokens: bool = False
 
 
 LOSS_SPACES = ("velocity", "estimate")  # where the flow-matching error is measured
@@ -183,6 +186,10 @@ class FlowConfig:
     refiner_loss: str = "estimate"
     train_time_mean: float = 0.0  # logit-normal mean of the training flow time
     train_time_std: float = 1.0  # logit-normal std of the training flow time
+    # Share of LR-A2V's training samples drawn at the times its sampler evaluates (the starts of
+    # its lr_steps Euler steps) instead of the logit-normal. A one-step sampler only ever asks for
+    # the estimate at t = 0, which the logit-normal almost never draws (docs/demo.md).
+    lr_sampler_time_share: float = 0.0
     # Per-condition CFG scales, applied in this order (reference, then audio, then text).
     guidance_reference: float = 1.0
     guidance_audio: float = 1.0
@@ -192,6 +199,9 @@ class FlowConfig:
         for name in ("lr_steps", "refiner_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"flow.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.lr_sampler_time_share <= 1:
+            share = self.lr_sampler_time_share
+            raise ConfigError(f"flow.lr_sampler_time_share must be in [0, 1], got {share}")
         for name in ("lr_loss", "refiner_loss"):
             if getattr(self, name) not in LOSS_SPACES:
                 raise ConfigError(f"flow.{name} must be one of {LOSS_SPACES}, got {getattr(self, name)!r}")

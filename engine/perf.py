@@ -77,13 +77,19 @@ def segment_costs(config: Config, lr_steps: int | None = None) -> list[StageCost
         z_hr = torch.zeros(1, C, s.new_latents, H, W)
         lr_frames = torch.zeros(frames, 3, config.lr.height, config.lr.width)
     with torch.no_grad():
-        lr_forward = _flop(lr_model, z_lr, t, lr_cond)
+        if steps > 1:  # the stage caches the clean context's keys/values (LRA2V.velocity)
+            lr_flop = _flop(lr_model.context_kv, lr_cond, s.new_latents)
+            context = lr_model.context_kv(lr_cond, s.new_latents)
+            lr_flop += steps * _flop(lr_model, z_lr, t, lr_cond, context=context)
+            lr_calls = steps + 1
+        else:
+            lr_flop, lr_calls = _flop(lr_model, z_lr, t, lr_cond), 1
         refine_forward = _flop(refiner, z_hr, t[:1], refine_cond)
         pose_flop = _flop(pose, lr_frames)
     lr_decode = decoder_flops_per_frame(config, config.lr.width, config.lr.height) * frames
     hr_decode = decoder_flops_per_frame(config, config.hr.width, config.hr.height) * frames
     return [
-        StageCost("LR-A2V", "low_res", lr_forward * steps, _weights(lr_model) * steps, steps),
+        StageCost("LR-A2V", "low_res", lr_flop, _weights(lr_model) * lr_calls, lr_calls),
         StageCost("LR decode", "low_res", lr_decode, _weights(decoder), 1),
         StageCost("pose head", "low_res", pose_flop, _weights(pose), 1),
         StageCost("PG-Refiner", "refine", refine_forward * config.flow.refiner_steps,

@@ -33,12 +33,19 @@ TINY = Config(
         feature_dim=64, left_context_frames=2, lookahead_frames=2, encoder_width=64, encoder_layers=3
     ),
     pose=PoseConfig(stride=4),
-    segment=SegmentConfig(new_latents=2, motion_latents=1, refiner_motion_latents=0),
+    segment=SegmentConfig(new_latents=2, motion_latents=1, refiner_motion_latents=0, lr_context_tokens=True),
     # One Euler step: from t = 0 it lands on LR-A2V's clean estimate (x-prediction from the still
-    # reference), which is what its mouth term trains, at half the time of two. Audio guidance 2
-    # (docs/design.md). No text is used, so the text scale equals the audio's: the plan is then two
-    # estimates (all conditions; audio and text dropped), not three.
-    flow=FlowConfig(lr_steps=1, guidance_audio=2.0, guidance_text=2.0),
+    # reference), at half the time of two; so three quarters of its training is at t = 0, on the
+    # estimate (docs/demo.md). Audio guidance 2 (docs/design.md). No text is used, so the text
+    # scale equals the audio's: the plan is then two estimates (all conditions; audio and text
+    # dropped), not three.
+    flow=FlowConfig(
+        lr_steps=1,
+        guidance_audio=2.0,
+        guidance_text=2.0,
+        lr_loss="estimate",
+        lr_sampler_time_share=0.75,
+    ),
     # ~0.4 GFLOP per 320x176 output frame: the decoder must keep up with 25 fps on 2 CPU cores.
     vae=VAEConfig(encoder_channels=(32, 64), decoder_channels=(16, 8)),
 )
@@ -54,7 +61,7 @@ SMALL = Config(
     text=TextConfig(dim=256, depth=2, heads=4, max_bytes=256),
     audio=AudioConfig(feature_dim=256, left_context_frames=4, lookahead_frames=2),
     pose=PoseConfig(stride=4),
-    segment=SegmentConfig(new_latents=2, motion_latents=3, refiner_motion_latents=1),
+    segment=SegmentConfig(new_latents=2, motion_latents=3, refiner_motion_latents=1, lr_context_tokens=True),
 )
 
 PAPER = Config(
@@ -71,7 +78,7 @@ PAPER = Config(
     pose=PoseConfig(stride=4),
     # prefix 1 + motion 5 + new 2 = 8 LR latent frames = 7040 tokens of self-attention;
     # prefix 1 + HR motion 1 + new 2 = 4 HR latent frames = 14400 tokens.
-    segment=SegmentConfig(new_latents=2, motion_latents=5, refiner_motion_latents=1),
+    segment=SegmentConfig(new_latents=2, motion_latents=5, refiner_motion_latents=1, lr_context_tokens=True),
 )
 
 PRESETS: dict[str, Config] = {c.name: c for c in (TINY, SMALL, PAPER)}

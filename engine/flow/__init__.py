@@ -12,7 +12,7 @@ from engine.flow.path import (
     velocity_from_estimate,
 )
 from engine.flow.sampler import VelocityFn, euler_sample
-from engine.flow.schedule import sampling_times, time_shift
+from engine.flow.schedule import sampling_times, time_shift, with_sampler_times
 
 __all__ = [
     "MIN_REMAINING_TIME",
@@ -26,4 +26,5 @@ __all__ = [
     "sampling_times",
     "time_shift",
     "velocity_from_estimate",
+    "with_sampler_times",
 ]

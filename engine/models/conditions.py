@@ -94,11 +94,16 @@ def guided_velocity(
     same: at one z and t the velocity is affine in the estimate, and the weights sum to 1.
     """
 
+    batches: dict[
+        tuple[frozenset[str], ...], SegmentConditions
+    ] = {}  # one object per plan: see LRA2V.velocity
+
     def v(z: Tensor, t: Tensor) -> Tensor:  # z [B, C, N, H, W], t [B]
         def predict(drops: Sequence[frozenset[str]]) -> list[Tensor]:
-            n = len(drops)
-            batch = type(cond).cat([cond.drop_all(d) for d in drops])
-            return list(model(z.repeat(n, 1, 1, 1, 1), t.repeat(n), batch).chunk(n))
+            n, key = len(drops), tuple(drops)
+            if key not in batches:
+                batches[key] = type(cond).cat([cond.drop_all(d) for d in drops])
+            return list(model(z.repeat(n, 1, 1, 1, 1), t.repeat(n), batches[key]).chunk(n))
 
         return velocity_from_estimate(guided(predict, guidance), z, t)
 

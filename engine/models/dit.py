@@ -15,6 +15,8 @@ start at zero too, so a fresh block is exactly the identity.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
@@ -80,11 +82,15 @@ class DiTBlock(nn.Module):
         text: Tensor | None,
         text_lens: Tensor | None,
         audio: Tensor | None,
-    ) -> Tensor:
-        """x [B, L, W]; time_mod [B, F, 6, W]; text [B, T, W]; audio [B, Fa, A, W] for the last Fa frames."""
+        past: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """x [B, L, W]; time_mod [B, F, 6, W]; text [B, T, W]; audio [B, Fa, A, W] for the last Fa
+        frames; past: cached keys/values of clean context in front of x (SelfAttention.forward_kv).
+        Returns the new x and its self-attention keys/values."""
         shift_sa, scale_sa, gate_sa, shift_mlp, scale_mlp, gate_mlp = (time_mod + self.modulation).unbind(2)
         h = modulate_norm(self.norm_sa, x, shift_sa, scale_sa)
-        x = x + gate(self.self_attn(h, rope, groups=groups), gate_sa)  # [B, L, W]
+        attended, kv = self.self_attn.forward_kv(h, rope, groups=groups, past=past)
+        x = x + gate(attended, gate_sa)  # [B, L, W]
 
         if self.norm_ca is not None:
             h = self.norm_ca(x)
@@ -103,7 +109,7 @@ class DiTBlock(nn.Module):
             x = branches
 
         h = modulate_norm(self.norm_mlp, x, shift_mlp, scale_mlp)
-        return x + gate(self.mlp(h), gate_mlp)
+        return x + gate(self.mlp(h), gate_mlp), kv
 
 
 # ----- final layer -------------------------------------------------------------------------------
@@ -127,6 +133,14 @@ class FinalLayer(nn.Module):
 
 
 # ----- model -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContextKV:
+    """The clean context's self-attention keys and values [B, H, L, D], one pair per block."""
+
+    layers: tuple[tuple[Tensor, Tensor], ...]
+    frames: int  # context latent frames they cover
 
 
 class DiT(nn.Module):
@@ -182,6 +196,7 @@ class DiT(nn.Module):
         audio: Tensor | None = None,
         token_cond: Tensor | None = None,
         out_frames: int | None = None,
+        context: ContextKV | None = None,
     ) -> Tensor:
         """Predict the velocity of a latent sequence.
 
@@ -189,9 +204,19 @@ class DiT(nn.Module):
         text [B, T, text_dim] with text_lens [B]; audio [B, Fa, A, audio_dim] for the
         last Fa frames; token_cond [B, Lc, W] added to the last Lc tokens;
         out_frames: predict only the last that many frames (default: all).
+        context: the clean context's keys/values from `context_kv` for these conditions; x and t
+        then hold the new frames only (layout.new), and the output is theirs.
         Returns [B, C_out, out_frames, H, W].
         """
-        layout.check(x)
+        if context is None:
+            layout.check(x)
+            first = 0
+        else:
+            if x.dim() != 5 or x.shape[2] != layout.new:
+                raise InputShapeError(
+                    f"with a cached context x holds the {layout.new} new frames, got {list(x.shape)}"
+                )
+            first = layout.context
         frames, H, W = x.shape[2:]
         grid = self.token_grid((H, W))
         tokens_per_frame = grid[0] * grid[1]
@@ -201,19 +226,63 @@ class DiT(nn.Module):
             h = h + nn.functional.pad(token_cond, (0, 0, h.shape[1] - token_cond.shape[1], 0))
         t_emb = self.time_embed(t)  # [B, F, W]
         time_mod = self.time_modulation(t_emb).unflatten(-1, (6, -1))  # [B, F, 6, W]
-        rope = rope_3d((frames, *grid), self.cfg.rope_split, self.cfg.rope_theta, x.device)
+        rope = rope_3d((first + frames, *grid), self.cfg.rope_split, self.cfg.rope_theta, x.device)
+        rope = (rope[0][first * tokens_per_frame :], rope[1][first * tokens_per_frame :])
         groups = None
-        if self.cfg.context_attention == "block_causal":
+        if self.cfg.context_attention == "block_causal" and context is None:
             groups = tuple(n * tokens_per_frame for n in layout.groups)
         text_tokens = self.text_embed(text) if (self.text_embed is not None and text is not None) else None
         audio_tokens = (
             self.audio_embed(audio) if (self.audio_embed is not None and audio is not None) else None
         )
+        if audio_tokens is not None and context is not None:
+            audio_tokens = audio_tokens[:, -frames:]  # the new frames' windows; the context's are cached
 
-        for block in self.blocks:
-            h = block(h, time_mod, rope, groups, text_tokens, text_lens, audio_tokens)  # [B, L, W]
+        for i, block in enumerate(self.blocks):
+            past = None if context is None else context.layers[i]
+            h, _ = block(h, time_mod, rope, groups, text_tokens, text_lens, audio_tokens, past)  # [B, L, W]
 
         out_frames = frames if out_frames is None else out_frames
         h = h[:, (frames - out_frames) * tokens_per_frame :]
         out = self.final(h, t_emb[:, frames - out_frames :])  # [B, L_out, C*ph*pw]
         return unpatchify(out, self.cfg.patch, out_frames, grid)  # [B, C, out_frames, H, W]
+
+    def context_kv(
+        self,
+        x: Tensor,
+        layout: SegmentLayout,
+        *,
+        text: Tensor | None = None,
+        text_lens: Tensor | None = None,
+        audio: Tensor | None = None,
+    ) -> ContextKV:
+        """Every block's self-attention keys/values of the clean context frames x [B, C,
+        layout.context, H, W] (flow time 1), given the same conditions as `forward` (audio for all
+        of the segment's frames; the context's own windows are used).
+
+        Under block-causal attention the context never attends to the new frames, so these are
+        the same for every flow step of a segment: `forward(..., context=...)` then runs the new
+        frames alone (Lnew queries against Lctx + Lnew keys) instead of the whole sequence."""
+        if self.cfg.context_attention != "block_causal":
+            raise InputShapeError("a cached context needs block-causal context attention")
+        if x.dim() != 5 or x.shape[2] != layout.context or layout.context == 0:
+            raise InputShapeError(
+                f"context_kv needs the {layout.context} context frames, got {list(x.shape)}"
+            )
+        frames, H, W = x.shape[2:]
+        grid = self.token_grid((H, W))
+        tokens_per_frame = grid[0] * grid[1]
+        h = self.patch_embed(patchify(x, self.cfg.patch))
+        t_emb = self.time_embed(x.new_ones(x.shape[0], frames))
+        time_mod = self.time_modulation(t_emb).unflatten(-1, (6, -1))
+        rope = rope_3d((frames, *grid), self.cfg.rope_split, self.cfg.rope_theta, x.device)
+        groups = tuple(n * tokens_per_frame for n in (layout.prefix, layout.motion) if n > 0)
+        text_tokens = self.text_embed(text) if (self.text_embed is not None and text is not None) else None
+        audio_tokens = None
+        if self.audio_embed is not None and audio is not None and layout.motion > 0:
+            audio_tokens = self.audio_embed(audio[:, : audio.shape[1] - layout.new])  # the motion frames'
+        layers = []
+        for block in self.blocks:
+            h, kv = block(h, time_mod, rope, groups, text_tokens, text_lens, audio_tokens)
+            layers.append(kv)
+        return ContextKV(tuple(layers), layout.context)

@@ -174,11 +174,27 @@ class SelfAttention(nn.Module):
         groups: Sequence[int] | None = None,
         kv_lens: Tensor | None = None,
     ) -> Tensor:
+        return self.forward_kv(x, rope, groups=groups, kv_lens=kv_lens)[0]
+
+    def forward_kv(
+        self,
+        x: Tensor,
+        rope: tuple[Tensor, Tensor] | None = None,
+        *,
+        groups: Sequence[int] | None = None,
+        kv_lens: Tensor | None = None,
+        past: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """The output [B, L, W] and this x's keys and values [B, H, L, D] (after norm and rope).
+
+        past: keys and values of tokens in front of x (a cached clean context), which every token
+        of x attends to in full, before x's own under `groups`."""
         q, k, v = (_heads(p, self.heads) for p in self.qkv(x).chunk(3, dim=-1))  # [B, H, L, D] each
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        return self.out(_merge(attention(q, k, v, groups=groups, kv_lens=kv_lens)))
+        keys, values = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+        return self.out(_merge(attention(q, keys, values, groups=groups, kv_lens=kv_lens))), (k, v)
 
 
 class CrossAttention(nn.Module):

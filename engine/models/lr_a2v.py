@@ -14,6 +14,13 @@ noise. With the skip and adaLN-zero (the DiT's output layer starts at zero) a fr
 the reference, still, from any noise and with any number of steps, and training only has to add
 motion: the mouth, the head, the hands. From t = 0 one Euler step lands on the estimate itself,
 so a one-step sample carries no noise (the averaged noise draws of the velocity model are gone).
+
+Each new frame's tokens also get the reference and the last context frame (the previous
+segment's last latent, or the reference at the start) added through a linear map of their patches
+(`context_tokens`), as image-to-video DiTs concatenate their conditioning latents. Why: in the
+sequence alone the context reaches a new token only through attention, and a small DiT learnt
+from it far more slowly than from the same latents on the token itself (docs/demo.md measures
+both). The map starts at zero, so a fresh model still streams the still reference.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ import torch
 from torch import Tensor, nn
 
 from engine.config import Config
+from engine.exceptions import InputShapeError
 from engine.flow import Guidance, VelocityFn
 from engine.models.conditions import SegmentConditions, check_shape, guided_velocity
-from engine.models.dit import DiT
+from engine.models.dit import ContextKV, DiT, patchify
 from engine.models.text import ByteTextEncoder, TextTokens
 
 CONDITIONS = ("reference", "audio", "text")
@@ -69,6 +77,12 @@ class LRA2V(nn.Module):
             text_dim=config.text.dim,
             audio_dim=config.audio.feature_dim,
         )
+        self.context_embed: nn.Linear | None = None
+        if config.segment.lr_context_tokens:
+            patch_values = config.latent_channels * config.lr_a2v.patch_volume
+            self.context_embed = nn.Linear(2 * patch_values, config.lr_a2v.width)
+            nn.init.zeros_(self.context_embed.weight)
+            nn.init.zeros_(self.context_embed.bias)
 
     def _check(self, noisy: Tensor, cond: LRConditions) -> None:
         c = self.config
@@ -80,35 +94,90 @@ class LRA2V(nn.Module):
         audio = [B, frames, c.audio_tokens_per_latent, c.audio.feature_dim]
         check_shape("LR-A2V audio windows (motion + new frames)", cond.audio, audio)
 
-    def forward(self, noisy: Tensor, t: Tensor, cond: LRConditions, *, all_frames: bool = False) -> Tensor:
+    def context_tokens(self, cond: LRConditions, new: int) -> Tensor | None:
+        """[B, new * tokens, width]: the reference and the last context frame, patch by patch, for
+        each of the `new` frames' tokens (a dropped reference is zeros here too); None when the
+        config has none (SegmentConfig.lr_context_tokens)."""
+        if self.context_embed is None:
+            return None
+        last = cond.motion[:, :, -1:] if cond.motion.shape[2] else cond.prefix[:, :, -1:]
+        pair = torch.cat([cond.prefix[:, :, -1:], last], dim=1)  # [B, 2C, 1, h, w]
+        patches = patchify(pair.expand(-1, -1, new, -1, -1), self.config.lr_a2v.patch)
+        return self.context_embed(patches)
+
+    def forward(
+        self,
+        noisy: Tensor,
+        t: Tensor,
+        cond: LRConditions,
+        *,
+        all_frames: bool = False,
+        context: ContextKV | None = None,
+    ) -> Tensor:
         """The clean estimate of the new latents: `cond.still` plus the DiT's output.
 
         noisy [B, C, N, h, w]: the new latents on the flow path at time t [B].
         The sequence the DiT sees is [cond.prefix | cond.motion | noisy] with flow
         time 1 on the clean context. Returns [B, C, N, h, w], or [B, C, P+M+N, h, w]
         with all_frames (training, where the context frames -- their own latents plus
-        the output -- carry loss weight 0).
+        the output -- carry loss weight 0). context: `context_kv(cond)`, so that only the new
+        frames are computed (the same estimate; not with all_frames).
         """
         self._check(noisy, cond)
         layout = cond.layout(noisy.shape[2])
-        x = torch.cat([cond.prefix, cond.motion, noisy], dim=2)  # [B, C, P+M+N, h, w]
+        if context is not None and all_frames:
+            raise InputShapeError("all_frames needs the whole sequence, not a cached context")
+        text = self.text_encoder(cond.text)
+        if context is None:
+            x, times = torch.cat([cond.prefix, cond.motion, noisy], dim=2), layout.frame_times(t)
+        else:
+            x, times = noisy, t[:, None].expand(-1, layout.new)
         residual = self.dit(
-            x,
-            layout.frame_times(t),
+            x,  # [B, C, P+M+N, h, w], or the N new frames after a cached context
+            times,
             layout,
-            text=self.text_encoder(cond.text),
+            text=text,
             text_lens=cond.text.lens,
             audio=cond.audio,
+            token_cond=self.context_tokens(cond, layout.new),
             out_frames=None if all_frames else layout.new,
+            context=context,
         )
         base = cond.still.expand(-1, -1, layout.new, -1, -1)  # [B, C, N, h, w]
         if all_frames:
             base = torch.cat([cond.prefix, cond.motion, base], dim=2)
         return base + residual
 
-    def velocity(self, cond: LRConditions, guidance: Guidance | None = None) -> VelocityFn:
-        """The sampler's velocity function for the new frames of one segment (from the estimate)."""
-        return guided_velocity(self, cond, guidance)
+    def context_kv(self, cond: LRConditions, new: int) -> ContextKV:
+        """The clean prefix and motion frames' keys/values, the same for every flow step of a
+        segment with these conditions (DiT.context_kv); pass them to `forward` as `context`."""
+        layout = cond.layout(new)
+        return self.dit.context_kv(
+            torch.cat([cond.prefix, cond.motion], dim=2),
+            layout,
+            text=self.text_encoder(cond.text),
+            text_lens=cond.text.lens,
+            audio=cond.audio,
+        )
+
+    def velocity(
+        self, cond: LRConditions, guidance: Guidance | None = None, *, cache_context: bool = False
+    ) -> VelocityFn:
+        """The sampler's velocity function for the new frames of one segment (from the estimate).
+
+        cache_context: compute the clean context's keys/values once per guidance batch and run
+        only the new frames at every step (`context_kv`; the same velocities). Worth it from two
+        steps on: with one, the context is computed once either way."""
+        if not cache_context:
+            return guided_velocity(self, cond, guidance)
+        contexts: dict[int, tuple[LRConditions, ContextKV]] = {}  # keeps each batch alive: ids stay unique
+
+        def estimate(z: Tensor, t: Tensor, batch: LRConditions) -> Tensor:
+            if id(batch) not in contexts:
+                contexts[id(batch)] = (batch, self.context_kv(batch, z.shape[2]))
+            return self(z, t, batch, context=contexts[id(batch)][1])
+
+        return guided_velocity(estimate, cond, guidance)
 
     def guidance(self) -> Guidance:
         """The configured per-condition guidance scales."""

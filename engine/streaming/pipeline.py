@@ -168,9 +168,7 @@ class StagePipeline:
             return await asyncio.wait_for(self.clock.compute(worker, stage, fn, arg), self.stall_timeout_s)
         except TimeoutError:
             # The thread cannot be stopped; it is left to its call and the session ends.
-            raise StageError(
-                f"the {stage} stage stalled: no result in {self.stall_timeout_s:g} s"
-            ) from None
+            raise StageError(f"the {stage} stage stalled: no result in {self.stall_timeout_s:g} s") from None
 
     async def _low_res_loop(self) -> None:
         while True:

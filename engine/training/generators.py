@@ -111,23 +111,36 @@ class LRA2VTask(Task):
         )
 
     @torch.no_grad()
-    def make_batch(self, batch: dict, start_of_stream: bool | None = None) -> LRA2VBatch:
+    def encode(self, batch: dict) -> dict[str, Tensor]:
+        """What the frozen parts make of a window, before any random choice: `latents` [B, C,
+        1 + M + N, h, w] (the reference, then the window's frames), `still` [B, C, S, h, w] (the
+        reference as a still video), `audio` windows [B, M + N, A, D] and the loss `weight`
+        [B, 1, 1, h, w]. Stored once by `ihuman train lr-a2v --latent-cache` (latent_windows.py)."""
         cfg = self.parts.config
         s, left = cfg.segment, cfg.audio.left_context_frames
         video = batch["frames"][
             :, left : left + cfg.time.vae_temporal_stride * (s.motion_latents + s.new_latents)
         ]
-        clip = clip_with_reference(batch["reference"], video)
-        latents = self.parts.vae.encode(clip)  # [B, C, 1 + M + N, h, w]
+        latents = self.parts.vae.encode(clip_with_reference(batch["reference"], video))
         features = self.parts.audio.encode_audio(batch["audio"])  # [B, T, D]
-        windows = latent_audio_windows(features, left, s.motion_latents + s.new_latents, cfg)
+        points = batch["points"][:, left:]
+        return {
+            "latents": latents,
+            "still": self.parts.vae.encode_still(batch["reference"], max(2, s.motion_latents)),
+            "audio": latent_audio_windows(features, left, s.motion_latents + s.new_latents, cfg),
+            "weight": mouth_weight(points, latents.shape[-2:], cfg.lr.width, cfg.lr.height),
+        }
+
+    @torch.no_grad()
+    def assemble(self, encoded: dict[str, Tensor], start_of_stream: bool | None = None) -> LRA2VBatch:
+        """A training batch from `encode`'s tensors: the motion latents are the still history
+        (stages.Reference) for a share of batches, and noised while training."""
+        cfg = self.parts.config
+        latents, still = encoded["latents"], encoded["still"]
+        first_new = 1 + cfg.segment.motion_latents
         if start_of_stream is None:
             start_of_stream = bool(torch.rand(()) < STREAM_START_RATE)
-        first_new = 1 + s.motion_latents
-        motion = latents[:, :, 1:first_new]
-        still = self.parts.vae.encode_still(batch["reference"], max(2, s.motion_latents))  # stages.Reference
-        if start_of_stream:
-            motion = still[:, :, 1:first_new]
+        motion = (still if start_of_stream else latents)[:, :, 1:first_new]
         B = latents.shape[0]
         if self.model.training:
             strength = MOTION_NOISE * torch.rand(B, 1, 1, 1, 1, device=motion.device)
@@ -136,11 +149,15 @@ class LRA2VTask(Task):
             prefix=latents[:, :, :1],
             motion=motion,
             target=latents[:, :, first_new:],
-            audio=windows,
+            audio=encoded["audio"],
             text=tokenize([None] * B, cfg.text, latents.device),
             still=still[:, :, -1:],
-            weight=mouth_weight(batch["points"][:, left:], latents.shape[-2:], cfg.lr.width, cfg.lr.height),
+            weight=encoded["weight"],
         )
+
+    def make_batch(self, batch: dict, start_of_stream: bool | None = None) -> LRA2VBatch:
+        """A training batch from a window of frames (None: the start of a stream by chance)."""
+        return self.assemble(self.encode(batch), start_of_stream)
 
     def new_frames(self, values: Tensor) -> Tensor:
         """The video frames of a window's new latents, from a per-frame batch item [B, T, ...]."""
@@ -219,6 +236,12 @@ class LRA2VTask(Task):
             "mouth_sample_l1": float(sampled.detach()),
         }
         return result.loss + MOUTH_PIXEL_WEIGHT * (mouth + sampled), stats
+
+    def latent_loss(self, encoded: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        """The flow loss alone on stored `encode` tensors (--latent-cache): no frames, so no
+        pixel term on the lips; the mouth's latent cells keep their loss weight."""
+        result = lr_a2v_step(self.model, self.assemble(encoded))
+        return result.loss, {"flow": float(result.loss.detach())}
 
     @torch.no_grad()
     def evaluate(self, batches: list[dict]) -> dict[str, float]:

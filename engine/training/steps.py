@@ -18,7 +18,13 @@ import torch
 from torch import Tensor
 
 from engine.config import DegradationConfig, FlowConfig
-from engine.flow import flow_matching_loss, noise_frames, sample_training_time, velocity_from_estimate
+from engine.flow import (
+    flow_matching_loss,
+    noise_frames,
+    sample_training_time,
+    velocity_from_estimate,
+    with_sampler_times,
+)
 from engine.models.conditions import SegmentConditions
 from engine.models.degradation import degrade_latent, sample_degradation
 from engine.models.lr_a2v import LRA2V, LRConditions
@@ -74,7 +80,9 @@ def _flow_step(
     t: Tensor | None,
     spatial_weight: Tensor | None = None,
     loss_space: str = "velocity",
+    sampler: tuple[int, float] = (1, 0.0),
 ) -> StepResult:
+    """sampler: (Euler steps, share): that share of the drawn times become the sampler's own."""
     layout = cond.layout(target.shape[2])
     z1 = torch.cat([cond.prefix, cond.motion, target], dim=2)  # [B, C, P+M+N, H, W]
     if noise is None:
@@ -90,6 +98,7 @@ def _flow_step(
             generator=generator,
             device=target.device,
         )
+        t = with_sampler_times(t, sampler[0], shift, sampler[1], generator)
     times = layout.frame_times(t)
     z_t = noise_frames(z1, eps, times)
     estimate = model(z_t[:, :, layout.context :], t, cond, all_frames=True)  # [B, C, P+M+N, H, W]
@@ -123,9 +132,20 @@ def lr_a2v_step(
     cfg = model.config
     keep = sample_keep(batch.target.shape[0], lr_a2v_rates(cfg.dropout), generator, batch.target.device)
     cond = lr_conditions(batch).drop(keep)
-    shift, space = cfg.flow.lr_time_shift, cfg.flow.lr_loss
+    f = cfg.flow
     return _flow_step(
-        model, cond, batch.target, keep, shift, cfg.flow, generator, noise, t, batch.weight, space
+        model,
+        cond,
+        batch.target,
+        keep,
+        f.lr_time_shift,
+        f,
+        generator,
+        noise,
+        t,
+        batch.weight,
+        f.lr_loss,
+        (f.lr_steps, f.lr_sampler_time_share),
     )
 
 

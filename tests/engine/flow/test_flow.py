@@ -12,6 +12,7 @@ from engine.flow import (
     sampling_times,
     time_shift,
     velocity_from_estimate,
+    with_sampler_times,
 )
 from engine.models.lr_a2v import CONDITIONS, LRA2V
 from engine.models.refiner import PGRefiner
@@ -132,6 +133,19 @@ def test_sampling_times_and_training_time_range() -> None:
     assert t.min() > 0 and t.max() < 1 and t.mean() < 0.5
     with pytest.raises(ValueError, match="steps"):
         sampling_times(0)
+
+
+def test_a_share_of_training_times_is_where_the_sampler_evaluates() -> None:
+    g = torch.Generator().manual_seed(0)
+    drawn = sample_training_time(2000, shift=3.0, generator=g)
+    assert torch.equal(with_sampler_times(drawn, 1, 3.0, 0.0, g), drawn)
+    assert torch.equal(with_sampler_times(drawn, 1, 3.0, 1.0, g), torch.zeros(2000))  # one step: t = 0
+    mixed = with_sampler_times(drawn, 2, 3.0, 0.75, g)
+    starts = sampling_times(2, 3.0)[:-1]
+    at_sampler = (mixed[:, None] == starts).any(1)
+    assert 0.7 < at_sampler.float().mean() < 0.8
+    assert torch.equal(mixed[~at_sampler], drawn[~at_sampler])
+    assert (mixed == starts[0]).any() and (mixed == starts[1]).any()
 
 
 @pytest.mark.parametrize("steps", [1, 3])

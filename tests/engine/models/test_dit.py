@@ -1,10 +1,15 @@
+import dataclasses
+
 import pytest
 import torch
 
+from engine.config import Config
+from engine.exceptions import InputShapeError
+from engine.flow import Guidance
 from engine.models.dit import DiT, patchify, unpatchify
 from engine.models.layers import apply_rope, attention, rope_3d
 from engine.models.layout import SegmentLayout
-from engine.models.lr_a2v import LRA2V
+from engine.models.lr_a2v import CONDITIONS, LRA2V
 from engine.presets import get_preset
 from ihuman_kernels import block_causal_mask
 from tests.factories import lr_batch, lr_conditions, randomize_
@@ -37,7 +42,7 @@ def test_fresh_blocks_are_the_identity() -> None:
     text = torch.randn(2, 5, W)
     audio = torch.randn(2, 3, 8, W)
     for block in dit.blocks:
-        out = block(x, time_mod, rope, (12, 12, 24), text, torch.tensor([5, 2]), audio)
+        out, _ = block(x, time_mod, rope, (12, 12, 24), text, torch.tensor([5, 2]), audio)
         assert torch.equal(out, x)
 
 
@@ -46,6 +51,40 @@ def test_fresh_lr_a2v_estimates_the_still_reference() -> None:
     c = get_preset("tiny")
     model = LRA2V(c)
     b = lr_batch(c)
+    assert torch.equal(model(b.target, torch.rand(2), lr_conditions(b)), b.still.expand_as(b.target))
+
+
+def test_context_tokens_carry_the_reference_and_the_last_context_frame() -> None:
+    """Every new frame's tokens get the reference and the last clean frame before them."""
+    c = get_preset("tiny")
+    model = randomize_(LRA2V(c))
+    cond = lr_conditions(lr_batch(c, batch=1, motion=2))
+    with torch.no_grad():
+        tokens = model.context_tokens(cond, 2)
+        per_frame = tokens.shape[1] // 2
+        assert torch.equal(tokens[:, :per_frame], tokens[:, per_frame:])
+        for frame, changes in ((0, False), (1, True)):
+            motion = cond.motion.clone()
+            motion[:, :, frame] += 1
+            moved = model.context_tokens(dataclasses.replace(cond, motion=motion), 2)
+            assert torch.equal(moved, tokens) != changes
+        # At a stream's start (no motion frames) the reference stands in for the last frame.
+        start = dataclasses.replace(cond, motion=cond.motion[:, :, :0])
+        pair = torch.cat([cond.prefix, cond.prefix], dim=1)
+        torch.testing.assert_close(
+            model.context_tokens(start, 1), model.context_embed(patchify(pair, c.lr_a2v.patch))
+        )
+
+
+def test_bundles_made_before_the_context_tokens_load_without_them() -> None:
+    """A bundle's config.json from before the field: LR-A2V without the map, estimates as then."""
+    document = dataclasses.asdict(get_preset("tiny"))
+    del document["segment"]["lr_context_tokens"]
+    config = Config.from_dict(document)
+    model = LRA2V(config)
+    assert not config.segment.lr_context_tokens and model.context_embed is None
+    assert not any(name.startswith("context_embed") for name in model.state_dict())
+    b = lr_batch(config)
     assert torch.equal(model(b.target, torch.rand(2), lr_conditions(b)), b.still.expand_as(b.target))
 
 
@@ -62,6 +101,34 @@ def test_block_causal_context_ignores_the_noisy_frames() -> None:
     ctx = c.segment.prefix_latents + c.segment.motion_latents
     torch.testing.assert_close(a[:, :, :ctx], z[:, :, :ctx])
     assert not torch.allclose(a[:, :, ctx:], z[:, :, ctx:])
+
+
+@pytest.mark.parametrize("motion", [0, 1, 2])
+def test_a_cached_context_gives_the_same_estimates(motion: int) -> None:
+    """The context's keys/values computed once stand in for the whole sequence at every step."""
+    c = get_preset("tiny")
+    model = randomize_(LRA2V(c), std=0.1).double()
+    b = lr_batch(c, batch=2, motion=motion)
+    cond = dataclasses.replace(
+        lr_conditions(b), **{f: getattr(b, f).double() for f in ("prefix", "motion", "audio", "still")}
+    )
+    with torch.no_grad():
+        context = model.context_kv(cond, b.target.shape[2])
+        for t in (0.0, 0.6):
+            z, times = (
+                torch.randn_like(b.target, dtype=torch.float64),
+                torch.full((2,), t, dtype=torch.float64),
+            )
+            torch.testing.assert_close(model(z, times, cond, context=context), model(z, times, cond))
+        # Guided (reference, audio, text branches), three Euler steps: the same velocities.
+        z = torch.randn_like(b.target, dtype=torch.float64)
+        guidance = Guidance(CONDITIONS, (1.5, 2.0, 2.0))
+        plain, cached = model.velocity(cond, guidance), model.velocity(cond, guidance, cache_context=True)
+        for t in (0.0, 0.3, 0.7):
+            times = torch.full((2,), t, dtype=torch.float64)
+            torch.testing.assert_close(cached(z, times), plain(z, times))
+    with pytest.raises(InputShapeError, match="all_frames"):
+        model(b.target.double(), torch.zeros(2, dtype=torch.float64), cond, all_frames=True, context=context)
 
 
 def test_block_causal_mask_groups() -> None:

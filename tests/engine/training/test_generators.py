@@ -19,28 +19,13 @@ from engine.training.registry import build_task
 from engine.training.steps import lr_a2v_step, refiner_step
 from engine.training.trainer import Trainer, TrainSettings
 from engine.training.windows import batches, held_out
-from tests.factories import micro_config, randomize_, refiner_batch
-
-MICRO = micro_config()
-
-
-@pytest.fixture
-def bundle(tmp_path: Path) -> Path:
-    """A bundle holding the frozen parts the generator tasks read (random, as if trained)."""
-    parts = Parts.random(MICRO, seed=2)
-    for module in (parts.vae, parts.audio, parts.pose):
-        randomize_(module, std=0.05)
-    save_bundle(tmp_path, MICRO, {"vae": parts.vae, "audio": parts.audio, "pose": parts.pose})
-    return tmp_path
-
-
-def _seconds(task: object) -> float:
-    return task.spec.frames / 25 + 0.2  # type: ignore[attr-defined]
+from tests.engine.training.conftest import MICRO, window_seconds
+from tests.factories import randomize_, refiner_batch
 
 
 def test_lr_a2v_segments_follow_the_stream_layout(bundle: Path) -> None:
     task = build_task("lr-a2v", MICRO, bundle=bundle)
-    window = next(batches(task, 2, seed=0, seconds=_seconds(task), workers=0))
+    window = next(batches(task, 2, seed=0, seconds=window_seconds(task), workers=0))
     noised = task.make_batch(window, start_of_stream=False)  # training: motion latents get noise
     task.model.eval()
     data = task.make_batch(window, start_of_stream=False)
@@ -68,7 +53,7 @@ def test_a_still_clip_costs_nothing_at_init(bundle: Path) -> None:
     """The skip is in the loss path: a window in which the person holds still is the still
     reference's latents, which a fresh LR-A2V estimates exactly, so its flow loss is zero."""
     task = build_task("lr-a2v", MICRO, bundle=bundle)
-    window = next(batches(task, 2, seed=0, seconds=_seconds(task), workers=0))
+    window = next(batches(task, 2, seed=0, seconds=window_seconds(task), workers=0))
     still = {**window, "frames": window["reference"][:, None].expand_as(window["frames"]).clone()}
     task.model.eval()  # no motion-latent noise: the window exactly as it is
     result = lr_a2v_step(task.model, task.make_batch(still, start_of_stream=False))
@@ -78,7 +63,7 @@ def test_a_still_clip_costs_nothing_at_init(bundle: Path) -> None:
 
 def test_lr_a2v_loss_weighs_the_mouth_cells(bundle: Path) -> None:
     task = build_task("lr-a2v", MICRO, bundle=bundle)
-    window = next(batches(task, 2, seed=0, seconds=_seconds(task), workers=0))
+    window = next(batches(task, 2, seed=0, seconds=window_seconds(task), workers=0))
     data = task.make_batch(window)
     h, w = MICRO.lr_latent_grid
     assert data.weight is not None and data.weight.shape == (2, 1, 1, h, w)
@@ -90,7 +75,7 @@ def test_lr_a2v_loss_weighs_the_mouth_cells(bundle: Path) -> None:
 
 def test_refiner_batches_use_true_or_predicted_pose(bundle: Path) -> None:
     task = build_task("refiner", MICRO, bundle=bundle)
-    window = next(batches(task, 2, seed=0, seconds=_seconds(task), workers=0))
+    window = next(batches(task, 2, seed=0, seconds=window_seconds(task), workers=0))
     true, predicted = (task.make_batch(window, predicted_pose=p) for p in (False, True))
     assert true.pose.shape == predicted.pose.shape == (2, 8, 4 * MICRO.segment.new_latents, *MICRO.pose_size)
     assert not torch.equal(true.pose, predicted.pose)
@@ -123,10 +108,10 @@ def test_generator_trains_into_the_bundle_beside_the_frozen_parts(name: str, bun
     task = build_task(name, MICRO, bundle=bundle)
     frozen = {k: v.clone() for k, v in task.parts.vae.state_dict().items()}
     trainer = Trainer(task.name, task.part, task.model, MICRO, bundle, TrainSettings(steps=2, log_every=1))
-    trainer.run(batches(task, 2, seed=0, seconds=_seconds(task), workers=0), task.loss)
+    trainer.run(batches(task, 2, seed=0, seconds=window_seconds(task), workers=0), task.loss)
     assert sorted(load_bundle(bundle).parts) == sorted(["vae", "audio", "pose", task.part])
     assert all(torch.equal(v, task.parts.vae.state_dict()[k]) for k, v in frozen.items())  # frozen
-    metrics = task.evaluate(held_out(task, clips=1, seconds=_seconds(task), batch=2))
+    metrics = task.evaluate(held_out(task, clips=1, seconds=window_seconds(task), batch=2))
     assert metrics and all(math.isfinite(v) for v in metrics.values())
 
 
@@ -153,13 +138,13 @@ def test_distillation_keeps_the_teacher_and_trains_a_one_step_student(full_bundl
     trainer = Trainer(
         task.name, task.part, task.model, MICRO, full_bundle, TrainSettings(steps=2, log_every=1)
     )
-    trainer.run(batches(task, 2, seed=0, seconds=_seconds(task), workers=0), task.loss)
+    trainer.run(batches(task, 2, seed=0, seconds=window_seconds(task), workers=0), task.loss)
     saved = load_bundle(full_bundle, ["refiner", "refiner_teacher"]).parts
     assert all(
         torch.equal(v, teacher.state_dict()[k]) for k, v in saved["refiner_teacher"].state_dict().items()
     )
     assert not all(torch.equal(v, teacher.state_dict()[k]) for k, v in saved["refiner"].state_dict().items())
-    metrics = task.evaluate(held_out(task, clips=1, seconds=_seconds(task), batch=2))
+    metrics = task.evaluate(held_out(task, clips=1, seconds=window_seconds(task), batch=2))
     assert metrics["teacher_steps"] == 4 and math.isfinite(metrics["student_vs_teacher_psnr_db"])
     assert metrics["speedup"] > 0  # reported, not asserted: timings belong to benchmarks
 
@@ -167,7 +152,7 @@ def test_distillation_keeps_the_teacher_and_trains_a_one_step_student(full_bundl
 def test_hand_feedback_learning_moves_the_generator_toward_the_reward(full_bundle: Path) -> None:
     task = build_task("hand-refl", MICRO, bundle=full_bundle)
     task.parts.pose.visible.bias.data.fill_(10.0)  # an untrained head: call every hand visible
-    window = next(batches(task, 2, seed=0, seconds=_seconds(task), workers=0))
+    window = next(batches(task, 2, seed=0, seconds=window_seconds(task), workers=0))
     data = task.make_batch(window, start_of_stream=False)
     reward = task._reward(data, task.sample(data, grad=True, steps=task.steps), frame=0)
     assert reward.numel() > 0 and reward.requires_grad  # hands were found and scored
@@ -182,7 +167,7 @@ def test_lr_a2v_evaluation_says_how_much_the_model_listens(bundle: Path) -> None
     """A fresh LR-A2V is the identity on its residual paths and ignores the audio (gain exactly 0);
     with weights that read the audio, another sample's audio changes the mouth loss."""
     task = build_task("lr-a2v", MICRO, bundle=bundle)
-    evaluation = held_out(task, 2, _seconds(task), 2)
+    evaluation = held_out(task, 2, window_seconds(task), 2)
     assert task.evaluate(evaluation)["held_out_mouth_audio_gain"] == 0.0
     randomize_(task.model, std=0.2)
     assert task.evaluate(evaluation)["held_out_mouth_audio_gain"] != 0.0
@@ -201,7 +186,7 @@ def test_mouth_loss_compares_the_decoded_lips_with_the_true_frames(bundle: Path)
     otherwise positive, with a gradient that reaches the generator through the frozen decoder.
     No mouth reader is involved."""
     task = build_task("lr-a2v", MICRO, bundle=bundle)
-    window = next(batches(task, 2, seed=0, seconds=_seconds(task), workers=0))
+    window = next(batches(task, 2, seed=0, seconds=window_seconds(task), workers=0))
     data = task.make_batch(window, start_of_stream=False)
     points, truth = task.new_frames(window["points"]), task.new_frames(window["frames"])
     assert points.shape[1] == truth.shape[1] == 4 * MICRO.segment.new_latents
@@ -242,7 +227,7 @@ def test_mouth_window_decodes_the_lips_as_the_whole_frame_does(tmp_path: Path) -
     tiny = demo.config
     save_bundle(tmp_path, tiny, demo.parts)
     task = build_task("lr-a2v", tiny, bundle=tmp_path)
-    window = next(batches(task, 1, seed=0, seconds=_seconds(task), workers=0))
+    window = next(batches(task, 1, seed=0, seconds=window_seconds(task), workers=0))
     data = task.make_batch(window, start_of_stream=False)
     points = task.new_frames(window["points"])
     assert min(tiny.lr_latent_grid) > LIP_CROP_CELLS  # a real window, not the whole grid
