@@ -149,7 +149,7 @@ def test_live_refuses_what_it_cannot_serve(tmp_path: Path, capsys: pytest.Captur
         "ftp://example/x": "unknown output 'ftp://example/x'",
         "udp://127.0.0.1": "give a host and a port",
         str(tmp_path / "missing" / "x.mp4"): "does not exist",
-        str(tmp_path): "unknown output",  # a folder is not a recording
+        str(tmp_path): "is a folder",
         str(tmp_path / "x.avi"): "unknown output",
     }
     for url, message in cases.items():
