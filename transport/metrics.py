@@ -6,9 +6,11 @@ stale series behind.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -67,9 +69,26 @@ class SessionCollector(Collector):
         yield from (peers, fps, latency, delay, fallbacks, degrade, streaming, dropped, reconnects)
 
 
+class RuntimeCollector(Collector):
+    """What grows when something leaks: threads and asyncio tasks (memory and open files come
+    from prometheus_client's process collector beside it)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "ihuman_threads", "Threads of the server process", value=threading.active_count()
+        )
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # scraped from outside the event loop
+            tasks = 0
+        yield GaugeMetricFamily("ihuman_asyncio_tasks", "Tasks of the server's event loop", value=tasks)
+
+
 def metrics_registry(sessions: SessionRegistry) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SessionCollector(sessions))
+    registry.register(RuntimeCollector())
+    ProcessCollector(registry=registry)  # process_resident_memory_bytes, process_open_fds, CPU seconds
     return registry
 
 

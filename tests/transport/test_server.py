@@ -74,6 +74,14 @@ def test_routes_limits_and_bad_input(parts: Parts) -> None:
                 assert (await call("GET", path))[0] == 404
             status, text = await call("GET", "/metrics")
             assert status == 200 and b"ihuman_sessions 0.0" in text
+            # What a soak watches: memory, open files, threads, tasks.
+            for series in (
+                b"process_resident_memory_bytes",
+                b"process_open_fds",
+                b"ihuman_threads",
+                b"ihuman_asyncio_tasks",
+            ):
+                assert series in text
             # Offers: content type, JSON, shape, size, SDP, role, session.
             sdp = await _offer_sdp()
             cases = [
