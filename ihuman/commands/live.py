@@ -171,17 +171,16 @@ def cmd_live(args: argparse.Namespace) -> int:
     cfg = parts.config
     fmt = StreamFormat(width, height, cfg.time.fps, cfg.time.sample_rate)
     picture = framer(cfg, loading.face_check(args, args.image), str(args.image))(read_image(args.image))
+    engine = Engine(parts)
     seconds: float | None = None
     if args.audio is not None:
         audio = _read_audio(args.audio, cfg.time.sample_rate)
         seconds = len(audio) / cfg.time.sample_rate
-        engine = Engine(parts)
 
         def voice(session: Session) -> Awaitable[None]:
             return play(session, engine.clock, audio)
     else:
         device = None if args.mic == "" else int(args.mic) if args.mic.isdigit() else args.mic
-        engine = Engine(parts)
 
         def voice(session: Session) -> Awaitable[None]:
             return listen(session, device)
