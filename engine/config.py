@@ -164,6 +164,14 @@ class SegmentConfig:
     # LR-A2V adds the reference and the last context latent to every new frame's tokens
     # (LRA2V.context_tokens). Off in bundles made before it, which then load as they were.
     lr_context_tokens: bool = False
+    # How much of its own motion the next segment sees: the motion latents carried over are
+    # still + motion_feedback x (generated - still). 1 is the method; below 1 an error the model
+    # adds decays instead of compounding segment after segment (docs/demo.md measures the drift).
+    motion_feedback: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.motion_feedback <= 1:
+            raise ConfigError(f"segment.motion_feedback must be in [0, 1], got {self.motion_feedback}")
 
 
 LOSS_SPACES = ("velocity", "estimate")  # where the flow-matching error is measured

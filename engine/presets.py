@@ -33,7 +33,11 @@ TINY = Config(
         feature_dim=64, left_context_frames=2, lookahead_frames=2, encoder_width=64, encoder_layers=3
     ),
     pose=PoseConfig(stride=4),
-    segment=SegmentConfig(new_latents=2, motion_latents=1, refiner_motion_latents=0, lr_context_tokens=True),
+    # Half of its own motion fed back: the demo's LR-A2V gains nothing from more yet, and its errors
+    # would compound (docs/demo.md, "Motion fed back").
+    segment=SegmentConfig(
+        new_latents=2, motion_latents=1, refiner_motion_latents=0, lr_context_tokens=True, motion_feedback=0.5
+    ),
     # One Euler step: from t = 0 it lands on LR-A2V's clean estimate (x-prediction from the still
     # reference), at half the time of two; so three quarters of its training is at t = 0, on the
     # estimate (docs/demo.md). Audio guidance 2 (docs/design.md). No text is used, so the text

@@ -189,7 +189,8 @@ class LowResStage:
         velocity = self.model.velocity(cond, self.guidance, cache_context=len(times) > 2)
         latents = euler_sample(velocity, noise, times)
         check_finite("LR-A2V", latents)
-        self.motion = _keep_last(self.motion, latents, self.config.segment.motion_latents)
+        fed_back = self.still + self.config.segment.motion_feedback * (latents - self.still)
+        self.motion = _keep_last(self.motion, fed_back, self.config.segment.motion_latents)
         return latents
 
     @torch.no_grad()

@@ -3,6 +3,8 @@ from the session's noise."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -98,3 +100,18 @@ def test_a_new_picture_is_where_the_next_estimates_start() -> None:
     low.set_reference(second)
     latents = low.generate(segment(1, MICRO), features.windows(segment(1, MICRO)))
     torch.testing.assert_close(latents, second.lr_still.expand_as(latents), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("feedback", [1.0, 0.5, 0.0])
+def test_the_next_segment_sees_its_motion_fed_back_toward_the_still_picture(feedback: float) -> None:
+    """segment.motion_feedback f: the motion latents carried over are still + f (generated - still),
+    so an error the model adds decays by f every segment instead of compounding."""
+    config = MICRO.replace(segment=dataclasses.replace(MICRO.segment, motion_feedback=feedback))
+    parts = Parts.random(config, seed=3)
+    randomize_(parts.lr_a2v, std=0.1)  # it makes frames that are not the still picture
+    reference, features = _inputs(parts)
+    stage = LowResStage(parts, reference, GenerationSettings.from_config(config))
+    latents = stage.generate(segment(0, config), features.windows(segment(0, config)))
+    carried = latents[:, :, -config.segment.motion_latents :]
+    still = reference.lr_still
+    torch.testing.assert_close(stage.motion, still + feedback * (carried - still))
