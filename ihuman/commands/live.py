@@ -118,6 +118,7 @@ async def run_live(
     Ctrl-C or cancellation), with a status line every second."""
     session = await engine.open_session(picture, options=options)
     until = None if seconds is None else session.t0 + session.delay + seconds
+
     async def watch() -> None:
         raise EngineError(f"the session stopped: {await session.failed()}")
 
