@@ -416,7 +416,9 @@ def test_the_two_stages_overlap(micro_parts: Parts) -> None:
 
     asyncio.run(main())
     intervals = np.diff(ends[2:10])
-    assert np.median(intervals) < 0.22, intervals  # the sum would be >= 0.30
+    # Overlapped: one stage's 150 ms plus its compute (measured 0.19-0.225 s on 2 busy cores);
+    # in series the sum would be >= 0.30. The bound sits between the two.
+    assert np.median(intervals) < 0.26, intervals
 
 
 def test_push_audio_checks_its_input_and_resumes_at_the_clock_after_a_pause(micro_parts: Parts) -> None:
