@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from tqdm import tqdm
 
 from engine.training.generators import LRA2VTask
 from engine.training.trainer import to_device
+
+log = logging.getLogger(__name__)
 
 CACHE_FILE = "lr_a2v_windows.safetensors"
 READS = ("vae", "audio")  # the frozen parts whose output the store holds
@@ -60,7 +63,7 @@ def encode_windows(
     path, key = bundle / CACHE_FILE, cache_key(bundle, seed)
     stored = _stored(path, key, count)
     if stored is not None:
-        print(f"lr-a2v: {count} encoded windows from {path}")
+        log.info("lr-a2v: %d encoded windows from %s", count, path)
         return stored
     parts: dict[str, list[Tensor]] = {}
     made = 0
