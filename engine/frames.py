@@ -30,6 +30,7 @@ class StageTimes:
     audio_ready: float  # the segment's audio window was complete (or its deadline passed)
     low_res_start: float | None = None
     low_res_end: float | None = None  # LR-A2V + LR decode + pose head done (LR frames published)
+    refine_start: float | None = None  # the refine worker took the segment
     refine_end: float | None = None  # PG-Refiner + HR decode done
     emitted: float | None = None  # handed to the consumer
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from engine.exceptions import EngineError
-from engine.parts import DEFAULT_BUNDLE, Parts
+from engine.parts import DEFAULT_BUNDLE, PRECISIONS, Parts
 from engine.presets import get_preset
 
 log = logging.getLogger("ihuman")
@@ -23,12 +23,27 @@ def torch_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device and --precision, for every command that runs the engine."""
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="the generators' weights and products: bf16 or fp32 (auto: bf16 on CUDA, fp32 on the CPU)",
+    )
+
+
 def load_parts(args: argparse.Namespace, *, allow_random_default: bool = False) -> Parts:
     """The parts `--bundle` / `--preset P --random-weights` / the embedded demo bundle name.
 
     allow_random_default: without a bundle and without the demo bundle, run the preset with
     random weights (with a warning) instead of stopping: the server still works end to end.
     """
+    return _parts(args, allow_random_default).use_precision(args.precision)
+
+
+def _parts(args: argparse.Namespace, allow_random_default: bool) -> Parts:
     device = torch_device(args.device)
     if args.random_weights:
         return Parts.random(get_preset(args.preset), args.seed, device)

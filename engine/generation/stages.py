@@ -187,7 +187,8 @@ class LowResStage:
         noise = torch.randn(1, C, seg.new_latents, h, w, generator=self.generator, device=self.prefix.device)
         times = sampling_times(steps or self.steps, self.config.flow.lr_time_shift, self.prefix.device)
         velocity = self.model.velocity(cond, self.guidance, cache_context=len(times) > 2)
-        latents = euler_sample(velocity, noise, times)
+        with self.parts.generating():
+            latents = euler_sample(velocity, noise, times)
         check_finite("LR-A2V", latents)
         fed_back = self.still + self.config.segment.motion_feedback * (latents - self.still)
         self.motion = _keep_last(self.motion, fed_back, self.config.segment.motion_latents)
@@ -248,7 +249,8 @@ class RefineStage:
         noise = torch.randn(
             1, C, low.latents.shape[2], H, W, generator=self.generator, device=low.latents.device
         )
-        hr_latents = euler_sample(parts.refiner.velocity(cond), noise, self.times)
+        with parts.generating():
+            hr_latents = euler_sample(parts.refiner.velocity(cond), noise, self.times)
         check_finite("the refiner", hr_latents)
         self.motion = _keep_last(self.motion, hr_latents, cfg.segment.refiner_motion_latents)
         video, self.decoder = parts.vae.decode_stream(hr_latents, self.decoder)  # [1, 3, T, H, W]

@@ -211,4 +211,8 @@ class StagePipeline:
             low_res = (times.low_res_end or start) - (times.low_res_start or start)
             self.estimate.add(low_res + end - start)
             if not self._stale(job):
-                self._publish(Ready(job, refined, FrameSource.REFINED, replace(times, refine_end=end)))
+                self._publish(
+                    Ready(
+                        job, refined, FrameSource.REFINED, replace(times, refine_start=start, refine_end=end)
+                    )
+                )

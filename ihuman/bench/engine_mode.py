@@ -21,7 +21,7 @@ from engine.streaming.playback import play
 from engine.streaming.session import SessionOptions
 from engine.streaming.stats import SessionStats
 from ihuman.bench.machine import ProcessUsage
-from ihuman.bench.timeline import frame_rate, summary
+from ihuman.bench.timeline import frame_rate, stage_overlap, summary
 
 REFERENCE_SEED = 11  # a procedural character; the picture does not change the speed
 
@@ -81,6 +81,7 @@ async def run_engine(
                     "moment_delay_ms": None if spoken is None else (now - spoken) * 1000,
                     "low_res_start_s": _since(times.low_res_start, opened),
                     "low_res_end_s": _since(times.low_res_end, opened),
+                    "refine_start_s": _since(times.refine_start, opened),
                     "refine_end_s": _since(times.refine_end, opened),
                 }
             )
@@ -136,6 +137,7 @@ def engine_report(
         "skipped_segments": stats.skipped_segments,
         "av_offset_ms": stats.av_offset_ms,
         "stage_ms": stats.stage_ms,
+        "refine_hidden_fraction": stage_overlap(rows),
         "warm_up_stage_ms": {"low_res": estimate.low_res * 1000, "refine": estimate.refine * 1000},
         "cpu_percent": usage.cpu_percent(),
         "peak_rss_mb": usage.peak_rss_mb(),

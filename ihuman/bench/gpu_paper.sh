@@ -1,59 +1,91 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine: how fast the paper preset runs (random weights: speed does not
-# depend on their values). Everything lands in $OUT as JSON and logs:
+# depend on their values). The steps run the most important first, each under its own time limit
+# so that a failure or a hang costs only that step; $OUT holds the log and results.tgz (JSON and
+# plots of every step), packed again after each step: a call stopped at its limit still returns
+# what was measured.
 #
-#   1. `ihuman info --costs`: FLOPs and weight bytes per segment and stage (the floor to compare to);
-#   2. `python -m ihuman.bench.kernels`: attention TFLOP/s against SDPA's flash and cuDNN backends;
-#   3. `ihuman bench latency --mode engine` for $RUN_SECONDS: fps, added latency p50/p99, first frame,
-#      per-stage times, peak GPU memory;
-#   4. the same through a real call (`--mode webrtc`) when aiortc imports there;
-#   5. `pytest -m gpu` with TRITON_INTERPRET=0.
+#   1. `python -m ihuman.bench.ceilings`: the card's bf16 matrix rate and copy bandwidth;
+#   2. `ihuman bench latency --mode engine` for $RUN_SECONDS at bf16 (the default on CUDA): fps,
+#      added latency p50/p99, first frame, per-stage times, the refine time hidden under low-res
+#      work, peak GPU memory;
+#   3. `python -m ihuman.bench.stages`: each piece of a segment alone, wall and GPU time, TFLOP/s,
+#      and torch.profiler's kernel table;
+#   4. `python -m ihuman.bench.kernels`: attention TFLOP/s against SDPA's flash and cuDNN backends,
+#      with the launch settings tuned per shape;
+#   5. `pytest -m gpu` on the kernels, their tuning candidates and the bf16 stages;
+#   6. the engine again with IHUMAN_KERNELS=reference (SDPA with dense masks): the kernels' share;
+#   7. the pieces in fp32: what bf16 buys.
 #
-# Dry run on a CPU first (a typo must not cost GPU time):
+# The machine has no internet: PyAV, webrtcvad and pytorch-msssim travel as wheels in .whl
+# (`carry: [".whl"]`; how to fetch them: docs/perf.md). Dry run on a CPU first (a typo must not
+# cost GPU time):
 #   DEVICE=cpu PRESET=tiny RUN_SECONDS=5 bash ihuman/bench/gpu_paper.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
 PRESET=${PRESET:-paper}
-RUN_SECONDS=${RUN_SECONDS:-60}
+RUN_SECONDS=${RUN_SECONDS:-40}
 AUDIO=${AUDIO:-tests/fixtures/procedural/clip_001000/audio.wav}  # the machine has no espeak-ng
-mkdir -p "$OUT"
+RES=${RES:-/tmp/gpu-results}
+mkdir -p "$OUT" "$RES"
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=20 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 [ "$DEVICE" = cpu ] || export TRITON_INTERPRET=0
 exec > >(tee "$OUT/session.log") 2>&1
-stamp() { echo "== $(date +%T) $*"; }
+stamp() {
+    tar czf "$OUT/results.tgz.part" -C "$RES" . && mv "$OUT/results.tgz.part" "$OUT/results.tgz"
+    echo "== $(date +%T) $*"
+}
 IHUMAN=("$PY" -m ihuman)
 
 stamp "machine"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
-"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+if [ -d .whl ] && ! "$PY" -c "import av, webrtcvad, pytorch_msssim" 2>/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+"$PY" -c "import torch, av; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'av', av.__version__)"
 
-stamp "segment costs ($PRESET)"
-"${IHUMAN[@]}" info --preset "$PRESET" --costs --json > "$OUT/costs.json" && tail -n +1 "$OUT/costs.json" | head -40
+stamp "ceilings"
+if [ "$DEVICE" = cpu ]; then
+    "$PY" -m ihuman.bench.ceilings --size 512 --copy-mib 64 --runs 3 --out "$RES/ceilings.json" | tail -12
+else
+    timeout 60 "$PY" -m ihuman.bench.ceilings --out "$RES/ceilings.json" | tail -12
+fi
+
+latency() {  # latency NAME SECONDS [env ...]: one engine-mode run of the preset into $RES/NAME
+    local name=$1 seconds=$2
+    shift 2
+    stamp "latency, engine mode ($PRESET, $seconds s, $name)"
+    env "$@" timeout $((seconds + 120)) "${IHUMAN[@]}" bench latency --mode engine --preset "$PRESET" \
+        --random-weights --device "$DEVICE" --seconds "$seconds" --audio "$AUDIO" --out "$RES/$name"
+}
+latency latency_bf16 "$RUN_SECONDS"
+
+pieces() {  # pieces NAME SEGMENTS [options]: ihuman.bench.stages into $RES/NAME.json
+    local name=$1 segments=$2
+    shift 2
+    stamp "segment pieces ($PRESET, $name)"
+    timeout 120 "$PY" -m ihuman.bench.stages --preset "$PRESET" --segments "$segments" --out "$RES/$name.json" \
+        "$@" | tail -40
+}
+pieces pieces_bf16 6 --profile "$RES/profile_bf16.txt"
 
 stamp "attention kernels"
 if [ "$DEVICE" = cpu ]; then
-    TRITON_INTERPRET=1 "$PY" -m ihuman.bench.kernels --smoke --runs 2 --warmup 1 --out "$OUT/attention.json"
+    TRITON_INTERPRET=1 "$PY" -m ihuman.bench.kernels --smoke --runs 2 --warmup 1 --out "$RES/attention.json" | tail -3
 else
-    timeout 150 "$PY" -m ihuman.bench.kernels --out "$OUT/attention.json"
-fi
-
-stamp "latency, engine mode ($PRESET, $RUN_SECONDS s)"
-timeout $((RUN_SECONDS + 240)) "${IHUMAN[@]}" bench latency --mode engine --preset "$PRESET" --random-weights \
-    --device "$DEVICE" --seconds "$RUN_SECONDS" --audio "$AUDIO" --out "$OUT/latency_engine"
-
-if "$PY" -c "import aiortc" 2>/dev/null; then
-    stamp "latency, webrtc mode ($PRESET, 30 s)"
-    timeout 300 "${IHUMAN[@]}" bench latency --mode webrtc --preset "$PRESET" --random-weights \
-        --device "$DEVICE" --seconds 30 --audio "$AUDIO" --out "$OUT/latency_webrtc"
-else
-    stamp "no aiortc here: the webrtc mode is left out"
+    timeout 90 "$PY" -m ihuman.bench.kernels --out "$RES/attention.json" | tail -3
 fi
 
 if [ "$DEVICE" != cpu ]; then
     stamp "gpu tests"
-    timeout 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/ihuman_kernels tests/engine/training/test_device.py \
-        > "$OUT/gpu_tests.log" 2>&1; tail -3 "$OUT/gpu_tests.log"
+    timeout 100 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/ihuman_kernels \
+        tests/engine/generation/test_stages.py > "$RES/gpu_tests.log" 2>&1
+    tail -5 "$RES/gpu_tests.log"
 fi
+
+latency latency_torch_kernels $((RUN_SECONDS / 2)) IHUMAN_KERNELS=reference
+pieces pieces_fp32 3 --precision fp32
 stamp "done"

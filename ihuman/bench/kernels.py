@@ -2,7 +2,8 @@
 
 Times our Triton forward against torch's SDPA with the flash and the cuDNN
 backends forced, in the same run, with warm-up, CUDA events and the median of
-many runs; reports TFLOP/s (counting only the query-key pairs the mask lets
+many runs (ours with the launch settings `ihuman_kernels/attention/tuning.py` timed fastest for the
+shape, listed in the report); reports TFLOP/s (counting only the query-key pairs the mask lets
 through) and the ratio to each SDPA backend. SDPA's flash and cuDNN backends
 take no block mask, so each masked shape is also timed as full attention for
 them (and for us, so every ratio compares the same work). `--smoke` runs tiny
@@ -23,7 +24,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from engine.benchinfo import environment, write_report
 from engine.presets import get_preset
-from ihuman_kernels.attention import attention
+from ihuman_kernels.attention import attention, tuning
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ def paper_shapes() -> list[Shape]:
     frames = s.motion_latents + s.new_latents
     return [
         Shape("LR self-attention", 1, heads, sum(lr_groups), sum(lr_groups), d, lr_groups),
+        # with the context cache: the new frames against the cached context and themselves
+        Shape("LR self-attention, cached step", 1, heads, s.new_latents * lr, sum(lr_groups), d),
         Shape("HR self-attention", 1, heads, sum(hr_groups), sum(hr_groups), d, hr_groups),
         Shape(
             "HR self-attention, 4 new latents", 1, heads, sum(long_groups), sum(long_groups), d, long_groups
@@ -165,6 +168,8 @@ def main() -> None:
         "dtype": args.dtype,
         "runs": args.runs,
         "rows": rows,
+        # the launch settings the kernel kept for each shape, with every candidate's milliseconds
+        "tuning": tuning.tuned(),
     }
     print(write_report(report, args.out))
 

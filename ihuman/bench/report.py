@@ -138,6 +138,9 @@ def markdown(report: dict, images: Sequence[str]) -> str:
             ),
             "",
         ]
+    hidden = report["metrics"].get("refine_hidden_fraction")
+    if hidden is not None:
+        lines += [f"Refine time hidden under low-res work (two streams overlapped): {hidden:.0%}", ""]
     lines += [f"![{name}]({name})" for name in images]
     return "\n".join(lines) + "\n"
 

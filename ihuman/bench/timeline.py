@@ -49,6 +49,24 @@ def frame_rate(times: Sequence[float], window_s: float = 1.0) -> dict[str, float
     }
 
 
+def stage_overlap(rows: Sequence[dict]) -> float | None:
+    """The fraction of the refine stage's time that ran while the low-res stage was also running
+    (on two CUDA streams or CPU threads): 1 = refining is hidden entirely under the next segments'
+    generation, 0 = the stages ran one after the other. rows: a timeline's frames, whose
+    low_res_start_s/low_res_end_s and refine_start_s/refine_end_s repeat for every frame of a
+    segment. None without a refined segment."""
+    low = sorted(
+        {(r["low_res_start_s"], r["low_res_end_s"]) for r in rows if r.get("low_res_end_s") is not None}
+    )
+    refine = {(r["refine_start_s"], r["refine_end_s"]) for r in rows if r.get("refine_end_s") is not None}
+    refine = {(a, b) for a, b in refine if a is not None and b > a}
+    total = sum(b - a for a, b in refine)
+    if total <= 0:
+        return None
+    hidden = sum(max(0.0, min(b, hi) - max(a, lo)) for a, b in refine for lo, hi in low)
+    return hidden / total
+
+
 @dataclass(frozen=True)
 class ReceivedFrame:
     """A frame as the client saw it: when it was received and what its code said."""

@@ -74,12 +74,18 @@ def _run_engine(args: argparse.Namespace, values: dict[str, object], bar: tqdm) 
     speech = _speech(args.audio, args.seconds, parts.config.time.sample_rate)
     options = tuning.session_options(values)
     report = asyncio.run(run_engine(engine, speech, args.seconds, options, ProcessUsage(), bar_progress(bar)))
-    return report, {"weights": parts.source, "preset": parts.config.name, "device": str(parts.device)}
+    return report, {
+        "weights": parts.source,
+        "preset": parts.config.name,
+        "device": str(parts.device),
+        "precision": str(parts.dtype).removeprefix("torch."),
+    }
 
 
 def _server_arguments(args: argparse.Namespace, values: dict[str, object]) -> list[str]:
     """`ihuman serve` options for the weights, video size and session settings of this run."""
-    server = ["--device", args.device, "--video-size", str(values.get("video", "1280x720"))]
+    server = ["--device", args.device, "--precision", args.precision]
+    server += ["--video-size", str(values.get("video", "1280x720"))]
     if args.random_weights:
         server += ["--random-weights", "--preset", str(values.get("preset", args.preset))]
     elif args.bundle:
@@ -97,6 +103,7 @@ def _call_settings(args: argparse.Namespace, values: dict[str, object]) -> dict[
         "weights": "random" if args.random_weights else str(args.bundle or DEFAULT_BUNDLE),
         "preset": values.get("preset", args.preset),
         "device": str(loading.torch_device(args.device)),  # what the server makes of "auto" here
+        "precision": args.precision,
     }
 
 
@@ -230,7 +237,7 @@ def _weights(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--random-weights", action="store_true", help="untrained parts of --preset (speed only)"
     )
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    loading.add_device_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
 
 

@@ -249,7 +249,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--no-face-check", action="store_true", help="use --image as it is, not framed by its face"
     )
     live.add_argument("--delay-ms", type=float, help="target delay (default: from the measured compute)")
-    live.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    loading.add_device_arguments(live)
     live.add_argument("--bench-stamps", action="store_true", help=argparse.SUPPRESS)
     live.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     live.set_defaults(func=cmd_live)

@@ -61,5 +61,5 @@ def add(sub: argparse._SubParsersAction) -> None:
     ren.add_argument(
         "--audio-codec", default="aac", choices=AUDIO_CODECS, help="flac/alac keep audio bit-exact"
     )
-    ren.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    loading.add_device_arguments(ren)
     ren.set_defaults(func=cmd_render)

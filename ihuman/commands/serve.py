@@ -148,7 +148,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="a session setting: " + "; ".join(f"{k}: {v.help}" for k, v in tuning.SETTINGS.items()),
     )
-    srv.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    loading.add_device_arguments(srv)
     srv.add_argument(
         "--bench-stamps",
         action="store_true",

@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ihuman_kernels.attention import tuning
 from ihuman_kernels.dispatch import INTERPRET
 
 MAX_GROUPS = 8
@@ -90,7 +91,8 @@ def _attention_fwd_kernel(
 
 def launch_config(head_dim: int, dtype: torch.dtype) -> dict[str, int]:
     """Block sizes, warps and stages. The interpreter gets small blocks (its cost grows with the
-    tile count x tile size); the GPU values are a starting point that the GPU issue tunes."""
+    tile count x tile size); on a GPU, 16-bit inputs start from these and `tuning.py` times the
+    alternatives on each shape."""
     if INTERPRET:
         return {"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 1, "num_stages": 1}
     if dtype == torch.float32 and head_dim == 128:  # 4-byte tiles: the 16-bit ones overflow shared memory
@@ -111,12 +113,24 @@ def attention_triton(
     """Launch the kernel; the inputs were checked by `kernels.attention.attention`.
 
     out: where to write [B, H, Lq, D] (tests pass a poisoned buffer to see every element written).
+    On a GPU, 16-bit inputs run with the settings timed fastest for their shape (`tuning.py`).
     """
     B, H, Lq, D = q.shape
-    Lk = k.shape[2]
     if out is None:
         out = torch.empty((B, H, Lq, D), device=q.device, dtype=q.dtype)
     config = launch_config(D, q.dtype)
+    if q.is_cuda and not INTERPRET and q.dtype != torch.float32:
+        key = tuning.shape_key(q, k, ends is not None, kv_lens is not None)
+        config = tuning.choose_config(key, lambda c: launch(q, k, v, ends, kv_lens, out, c), config)
+    return launch(q, k, v, ends, kv_lens, out, config)
+
+
+def launch(
+    q: Tensor, k: Tensor, v: Tensor, ends: Tensor | None, kv_lens: Tensor | None, out: Tensor, config: dict
+) -> Tensor:
+    """One launch with the given block sizes, warps and stages (`launch_config`'s keys)."""
+    B, H, Lq, D = q.shape
+    Lk = k.shape[2]
     grid = (triton.cdiv(Lq, config["BLOCK_M"]), B * H)
     dummy = torch.zeros(1, dtype=torch.int32, device=q.device)
     _attention_fwd_kernel[grid](

@@ -17,6 +17,7 @@ from ihuman.bench.timeline import (
     drift,
     frame_latency,
     frame_rate,
+    stage_overlap,
     summary,
     video_mark_times,
 )
@@ -118,3 +119,25 @@ def test_compare_groups_repeats_and_judges_differences_against_their_noise(tmp_p
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "800 ± 10" and cells[2] == "800 ± 7.07"
     assert "within noise" in cells[4] and "beyond noise" in cells[5] and "x1.26" in cells[5]
+
+
+def _segment_rows(
+    low: tuple[float, float], refine: tuple[float, float] | None, frames: int = 3
+) -> list[dict]:
+    r0, r1 = refine or (None, None)
+    row = {"low_res_start_s": low[0], "low_res_end_s": low[1], "refine_start_s": r0, "refine_end_s": r1}
+    return [dict(row) for _ in range(3)]  # every frame of a segment repeats its stage times
+
+
+def test_stage_overlap_is_the_refine_time_spent_beside_low_res_work() -> None:
+    # Segment n refines in [1, 2) while segment n + 1's low-res work runs in [1, 1.5): half hidden;
+    # the last refine [2, 3) overlaps nothing.
+    rows = [
+        *_segment_rows((0.0, 1.0), (1.0, 2.0)),
+        *_segment_rows((1.0, 1.5), (2.0, 3.0)),
+        *_segment_rows((3.0, 3.5), None),  # published at low res only
+    ]
+    assert stage_overlap(rows) == pytest.approx(0.25)
+    serial = [*_segment_rows((0.0, 1.0), (1.0, 2.0)), *_segment_rows((2.0, 3.0), (3.0, 4.0))]
+    assert stage_overlap(serial) == 0
+    assert stage_overlap(_segment_rows((0.0, 1.0), None)) is None

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ihuman_kernels import KernelError, attention, attention_reference
-from ihuman_kernels.attention import _group_ends
-from ihuman_kernels.attention.triton_fwd import attention_triton
+from ihuman_kernels.attention import _group_ends, tuning
+from ihuman_kernels.attention.triton_fwd import attention_triton, launch
 
 TOLERANCE = {
     torch.float32: {"atol": 2e-5, "rtol": 2e-5},
@@ -113,3 +113,31 @@ def test_kernel_on_the_gpu(case: tuple, dtype: torch.dtype) -> None:
     q, k, v, groups, kv_lens = _inputs(case, dtype, device="cuda")
     out = attention(q, k, v, groups=groups, kv_lens=kv_lens, backend="triton")
     torch.testing.assert_close(out.double(), _reference(q, k, v, groups, kv_lens), **GPU_TOLERANCE[dtype])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", tuning.CANDIDATES_16BIT, ids=tuning.label)
+@pytest.mark.parametrize("case", CASES[1:4], ids=lambda c: f"L{c[2]}x{c[3]}-D{c[4]}-g{c[5]}-k{c[6]}")
+def test_every_tuning_candidate_computes_attention(case: tuple, config: dict) -> None:
+    """Whichever settings the tuner keeps, the kernel's result is the same."""
+    q, k, v, groups, kv_lens = _inputs(case, torch.bfloat16, device="cuda")
+    ends = _group_ends(tuple(groups), q.device) if groups else None
+    out = torch.full_like(q, float("nan"))
+    launch(q, k, v, ends, kv_lens.to(torch.int32) if kv_lens is not None else None, out, config)
+    torch.testing.assert_close(
+        out.double(), _reference(q, k, v, groups, kv_lens), **GPU_TOLERANCE[torch.bfloat16]
+    )
+
+
+@pytest.mark.gpu
+def test_a_shape_is_tuned_once_and_the_choice_reported() -> None:
+    tuning.reset()
+    q, k, v, groups, _ = _inputs(CASES[1], torch.bfloat16, device="cuda")
+    for _ in range(2):
+        out = attention(q, k, v, groups=groups, backend="triton")
+    torch.testing.assert_close(
+        out.double(), _reference(q, k, v, groups, None), **GPU_TOLERANCE[torch.bfloat16]
+    )
+    (entry,) = tuning.tuned()
+    assert entry["chosen"] in entry["ms"]
+    assert len(entry["ms"]) >= 2  # the default and at least one alternative built on this GPU

@@ -115,3 +115,50 @@ def test_the_next_segment_sees_its_motion_fed_back_toward_the_still_picture(feed
     carried = latents[:, :, -config.segment.motion_latents :]
     still = reference.lr_still
     torch.testing.assert_close(stage.motion, still + feedback * (carried - still))
+
+
+def _trained_looking_parts(device: str, precision: str) -> Parts:
+    parts = Parts.random(MICRO, seed=3)
+    randomize_(parts.lr_a2v, std=0.05)  # fresh generators output the still picture whatever the precision
+    randomize_(parts.refiner, std=0.05, seed=1)
+    for name in ("lr_a2v", "refiner", "vae", "audio", "pose"):
+        getattr(parts, name).to(device)
+    return parts.use_precision(precision)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_bf16_generators_make_the_float32_segments_within_rounding(device: str) -> None:
+    """--precision bf16 holds the generators in bfloat16 (the other parts stay float32) and makes
+    the same segments as float32 within bf16's rounding, through the cached-context path too."""
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        parts = _trained_looking_parts(device, precision)
+        reference, features = _inputs(parts)
+        settings = GenerationSettings.from_config(MICRO, GenerationChoices(lr_steps=3, seed=7))
+        low, refine = LowResStage(parts, reference, settings), RefineStage(parts, reference, settings)
+        outputs = []
+        for i in range(2):
+            seg = segment(i, MICRO)
+            decoded = low.run(seg, features.windows(seg).to(device))
+            outputs.append((decoded.latents.float().cpu(), refine.run(decoded)))
+        runs[precision] = (parts, reference.lr_still.cpu(), outputs)
+    parts, still, fp32 = runs["fp32"]
+    assert parts.dtype == torch.float32
+    bf16_parts, _, bf16 = runs["bf16"]
+    assert {p.dtype for p in bf16_parts.lr_a2v.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in bf16_parts.refiner.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in bf16_parts.vae.parameters()} == {torch.float32}
+    for (latents32, frames32), (latents16, frames16) in zip(fp32, bf16, strict=True):
+        assert latents16.dtype == torch.float32  # the sampler and the decoders see float32
+        motion = (latents32 - still).abs().mean()  # what the generator added to the still picture
+        error = (latents16 - latents32).abs().mean()
+        assert 0 < error < 0.02 * motion, (float(error), float(motion))
+        assert (frames16.float() - frames32.float()).abs().mean() < 1  # grey level
+
+
+def test_auto_precision_is_float32_on_the_cpu_and_bad_names_are_refused() -> None:
+    parts = Parts.random(MICRO).use_precision("auto")
+    assert parts.dtype == torch.float32
+    assert {p.dtype for p in parts.lr_a2v.parameters()} == {torch.float32}
+    with pytest.raises(ValueError, match="choose one of auto, bf16, fp32"):
+        parts.use_precision("fp16")
