@@ -6,7 +6,7 @@ reference) overrides the default, and a `backend=` argument overrides both.
 `triton` on CPU tensors runs the kernels in Triton's interpreter, which must be
 switched on (TRITON_INTERPRET=1) before any kernel module is imported: that is
 how the tests run the kernels themselves on a machine without a GPU. Each
-(op, implementation) pair is logged once.
+(op, implementation) pair is logged once. Under torch.compile only attention keeps its kernel.
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ _announced: set[tuple[str, str]] = set()
 
 def choose(op: str, device: torch.device, backend: str | None = None) -> str:
     """'triton' or 'reference' for `op` on `device`."""
+    if backend is None and torch.compiler.is_compiling():
+        # Inside torch.compile the norm and RoPE are plain torch, which Inductor fuses with the
+        # elementwise work around them (a hand-written kernel is a wall it cannot fuse across);
+        # attention stays our kernel (a custom op the compiler calls as it is) on CUDA.
+        return "triton" if op == "attention" and device.type == "cuda" and TRITON_AVAILABLE else "reference"
     wanted = backend or os.environ.get("IHUMAN_KERNELS", "auto")
     if wanted not in BACKENDS:
         raise KernelError(f"kernel backend {wanted!r}; choose one of {', '.join(BACKENDS)}")

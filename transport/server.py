@@ -295,6 +295,11 @@ class Server:
 
 async def run(server: Server, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve until cancelled; on_ready(url) once listening."""
+    if server.engine.parts.compiled:
+        # Compiled generators are built in the engine's warm-up (a minute or more): before the
+        # first caller, who would otherwise wait through it.
+        log.info("warming up: building the compiled generators before taking calls")
+        await server.engine.estimate()
     runner = web.AppRunner(server.app(), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, server.settings.host, server.settings.port)

@@ -33,7 +33,7 @@ from engine.media.image import fit_image
 from engine.models.degradation import degrade_latent, inference_degradation
 from engine.models.lr_a2v import LRConditions
 from engine.models.refiner import RefinerConditions
-from engine.models.text import TextTokens, tokenize
+from engine.models.text import TextTokens
 from engine.models.vae import DecoderState
 from engine.parts import Parts
 from engine.pose.pose_tensor import pose_tensor
@@ -155,7 +155,7 @@ class LowResStage:
         cfg, device = parts.config, parts.device
         self.config, self.parts, self.model = cfg, parts, parts.lr_a2v
         self.prefix, self.still = reference.lr_prefix, reference.lr_still
-        self.text = tokenize([settings.text], cfg.text, device)
+        self.text = parts.text_tokens(settings.text)
         self.steps = settings.lr_steps
         self.guidance = self.model.guidance()
         self.generator = torch.Generator(device).manual_seed(settings.seed)
@@ -214,7 +214,7 @@ class RefineStage:
         cfg, device = parts.config, parts.device
         self.config, self.parts = cfg, parts
         self.prefix = reference.hr_prefix
-        self.text = tokenize([settings.text], cfg.text, device)
+        self.text = parts.text_tokens(settings.text)
         self.times = sampling_times(settings.refiner_steps, cfg.flow.refiner_time_shift, device)
         self.sigma, self.noise_level = inference_degradation(1, cfg.degradation, str(device))
         # Its own generator: the stages may run at the same time on two threads or CUDA streams.

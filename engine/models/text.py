@@ -46,10 +46,18 @@ class TextTokens:
         return TextTokens(ids, lens)
 
 
-def tokenize(texts: Sequence[str | None], cfg: TextConfig, device: torch.device | str = "cpu") -> TextTokens:
-    """UTF-8 bytes of each text after a BOS token, cut to `cfg.max_bytes`, padded with zeros."""
+def tokenize(
+    texts: Sequence[str | None],
+    cfg: TextConfig,
+    device: torch.device | str = "cpu",
+    *,
+    full_length: bool = False,
+) -> TextTokens:
+    """UTF-8 bytes of each text after a BOS token, cut to `cfg.max_bytes`, padded with zeros to
+    the longest text, or with full_length to 1 + max_bytes whatever the texts (one shape for every
+    prompt: what compiled models need; the lengths mask the padding either way)."""
     rows = [[cfg.bos_id, *(text or "").encode("utf-8")[: cfg.max_bytes]] for text in texts]
-    length = max(len(r) for r in rows)
+    length = 1 + cfg.max_bytes if full_length else max(len(r) for r in rows)
     ids = torch.tensor([r + [0] * (length - len(r)) for r in rows], dtype=torch.long, device=device)
     lens = torch.tensor([len(r) for r in rows], dtype=torch.long, device=device)
     return TextTokens(ids, lens)

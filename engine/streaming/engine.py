@@ -2,7 +2,8 @@
 
 Before the first session it measures one segment's compute (warm-up, on the
 session clock), which sets the automatic target delay and the on-time
-estimate sessions start from.
+estimate sessions start from. Compiled parts (`Parts.compile`) are built
+there too, for every shape a session can meet.
 """
 
 from __future__ import annotations
@@ -110,6 +111,13 @@ class Engine:
                 mid = self.clock.now()
                 await self.clock.compute(worker, "refine", refine.run, decoded)
                 times = {"low_res": mid - start, "refine": self.clock.now() - mid}
+            if parts.compiled:
+                # The other shapes a session can meet: one LR step (degraded quality runs the whole
+                # sequence, not the cached context). Met first mid-session, a compile would stall it.
+                seg = segment(segments, cfg)
+                windows = audio[:, : seg.latent_frames]
+                decoded = await self.clock.compute(worker, "low_res", low.run, seg, windows, 1)
+                await self.clock.compute(worker, "refine", refine.run, decoded)
         finally:
             await worker.close()
         return ComputeEstimate(**times)

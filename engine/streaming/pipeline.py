@@ -30,7 +30,6 @@ from engine.generation.stages import (
     RefineStage,
     StageError,
 )
-from engine.models.text import tokenize
 from engine.parts import Parts
 from engine.streaming.clock import Clock
 from engine.streaming.pacing import MovingAverage, Quality, Timeline
@@ -134,7 +133,7 @@ class StagePipeline:
         self._refine.set_reference(reference)
 
     def set_text(self, text: str | None) -> None:
-        tokens = tokenize([text], self.config.text, self.parts.device)
+        tokens = self.parts.text_tokens(text)
         self._low.set_text(tokens)
         self._refine.set_text(tokens)
 

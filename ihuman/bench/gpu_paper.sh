@@ -5,17 +5,17 @@
 # plots of every step), packed again after each step: a call stopped at its limit still returns
 # what was measured.
 #
-#   1. `python -m ihuman.bench.ceilings`: the card's bf16 matrix rate and copy bandwidth;
-#   2. `ihuman bench latency --mode engine` for $RUN_SECONDS at bf16 (the default on CUDA): fps,
-#      added latency p50/p99, first frame, per-stage times, the refine time hidden under low-res
-#      work, peak GPU memory;
-#   3. `python -m ihuman.bench.stages`: each piece of a segment alone, wall and GPU time, TFLOP/s,
-#      and torch.profiler's kernel table;
-#   4. `python -m ihuman.bench.kernels`: attention TFLOP/s against SDPA's flash and cuDNN backends,
-#      with the launch settings tuned per shape;
-#   5. `pytest -m gpu` on the kernels, their tuning candidates and the bf16 stages;
-#   6. the engine again with IHUMAN_KERNELS=reference (SDPA with dense masks): the kernels' share;
-#   7. the pieces in fp32: what bf16 buys.
+#   - `python -m ihuman.bench.ceilings`: the card's bf16 matrix rate and copy bandwidth (always);
+#   - latency_compiled / latency: `ihuman bench latency --mode engine` for $RUN_SECONDS at bf16
+#     (the default on CUDA), with and without --compile: fps, added latency p50/p99, first frame,
+#     per-stage times, the refine time hidden under low-res work, peak GPU memory;
+#   - pieces_compiled / pieces: `python -m ihuman.bench.stages`, each piece of a segment alone,
+#     wall and GPU time, TFLOP/s, and torch.profiler's kernel table;
+#   - kernels: `python -m ihuman.bench.kernels`, attention TFLOP/s against SDPA's flash and cuDNN
+#     backends, with the launch settings tuned per shape;
+#   - tests: `pytest -m gpu` on the kernels, their tuning candidates, the bf16 and compiled stages;
+#   - latency_torch: the engine with IHUMAN_KERNELS=reference (SDPA with dense masks);
+#   - pieces_fp32: the pieces in fp32, what bf16 buys.
 #
 # The machine has no internet: PyAV, webrtcvad and pytorch-msssim travel as wheels in .whl
 # (`carry: [".whl"]`; how to fetch them: docs/perf.md). Dry run on a CPU first (a typo must not
@@ -54,38 +54,54 @@ else
     timeout 60 "$PY" -m ihuman.bench.ceilings --out "$RES/ceilings.json" | tail -12
 fi
 
-latency() {  # latency NAME SECONDS [env ...]: one engine-mode run of the preset into $RES/NAME
-    local name=$1 seconds=$2
+latency() {  # latency NAME SECONDS [env ...] [-- bench options]: one engine-mode run into $RES/NAME
+    local name=$1 seconds=$2 envs=() opts=()
     shift 2
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do envs+=("$1"); shift; done
+    [ $# -gt 0 ] && shift && opts=("$@")
     stamp "latency, engine mode ($PRESET, $seconds s, $name)"
-    env "$@" timeout $((seconds + 120)) "${IHUMAN[@]}" bench latency --mode engine --preset "$PRESET" \
-        --random-weights --device "$DEVICE" --seconds "$seconds" --audio "$AUDIO" --out "$RES/$name"
+    env "${envs[@]}" timeout $((seconds + 200)) "${IHUMAN[@]}" bench latency --mode engine --preset "$PRESET" \
+        --random-weights --device "$DEVICE" --seconds "$seconds" --audio "$AUDIO" --out "$RES/$name" "${opts[@]}"
 }
-latency latency_bf16 "$RUN_SECONDS"
 
 pieces() {  # pieces NAME SEGMENTS [options]: ihuman.bench.stages into $RES/NAME.json
     local name=$1 segments=$2
     shift 2
     stamp "segment pieces ($PRESET, $name)"
-    timeout 120 "$PY" -m ihuman.bench.stages --preset "$PRESET" --segments "$segments" --out "$RES/$name.json" \
+    timeout 150 "$PY" -m ihuman.bench.stages --preset "$PRESET" --segments "$segments" --out "$RES/$name.json" \
         "$@" | tail -40
 }
-pieces pieces_bf16 6 --profile "$RES/profile_bf16.txt"
 
-stamp "attention kernels"
-if [ "$DEVICE" = cpu ]; then
-    TRITON_INTERPRET=1 "$PY" -m ihuman.bench.kernels --smoke --runs 2 --warmup 1 --out "$RES/attention.json" | tail -3
-else
-    timeout 90 "$PY" -m ihuman.bench.kernels --out "$RES/attention.json" | tail -3
-fi
+kernels() {
+    stamp "attention kernels"
+    if [ "$DEVICE" = cpu ]; then
+        TRITON_INTERPRET=1 "$PY" -m ihuman.bench.kernels --smoke --runs 2 --warmup 1 --out "$RES/attention.json" \
+            | tail -3
+    else
+        timeout 90 "$PY" -m ihuman.bench.kernels --out "$RES/attention.json" | tail -3
+    fi
+}
 
-if [ "$DEVICE" != cpu ]; then
+gpu_tests() {
+    [ "$DEVICE" = cpu ] && return
     stamp "gpu tests"
-    timeout 100 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/ihuman_kernels \
+    timeout 120 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/ihuman_kernels \
         tests/engine/generation/test_stages.py > "$RES/gpu_tests.log" 2>&1
     tail -5 "$RES/gpu_tests.log"
-fi
+}
 
-latency latency_torch_kernels $((RUN_SECONDS / 2)) IHUMAN_KERNELS=reference
-pieces pieces_fp32 3 --precision fp32
+# The steps, most telling first; STEPS="..." runs a subset (a second call in the same lease).
+for step in ${STEPS:-latency_compiled pieces_compiled latency pieces kernels tests latency_torch pieces_fp32}; do
+    case $step in
+        latency_compiled) latency latency_compiled "$RUN_SECONDS" -- --compile ;;
+        pieces_compiled) pieces pieces_compiled 6 --compile --profile "$RES/profile_compiled.txt" ;;
+        latency) latency latency_bf16 "$RUN_SECONDS" ;;
+        pieces) pieces pieces_bf16 6 --profile "$RES/profile_bf16.txt" ;;
+        kernels) kernels ;;
+        tests) gpu_tests ;;
+        latency_torch) latency latency_torch_kernels $((RUN_SECONDS / 2)) IHUMAN_KERNELS=reference ;;
+        pieces_fp32) pieces pieces_fp32 3 --precision fp32 ;;
+        *) echo "unknown step $step" ;;
+    esac
+done
 stamp "done"

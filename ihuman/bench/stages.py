@@ -108,6 +108,7 @@ def run(parts: Parts, segments: int, lr_steps: int | None, profile: Path | None)
         "weights": parts.source,
         "preset": cfg.name,
         "precision": str(parts.dtype).removeprefix("torch."),
+        "compiled": parts.compiled,
         "lr_steps": settings.lr_steps,
         "segments": segments,
         "segment_ms": 1000 * cfg.segment_video_frames / cfg.time.fps,  # the video one segment lasts
@@ -121,6 +122,7 @@ def main() -> None:
     )
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS))
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the generators' blocks")
     parser.add_argument("--segments", type=int, default=6)
     parser.add_argument("--lr-steps", type=int, help="LR-A2V steps (default: the preset's)")
     parser.add_argument(
@@ -132,6 +134,8 @@ def main() -> None:
         parser.error("--segments must be >= 1")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     parts = Parts.random(get_preset(args.preset), device=device).use_precision(args.precision)
+    if args.compile:
+        parts.compile()
     print(write_report(run(parts, args.segments, args.lr_steps, args.profile), args.out))
 
 

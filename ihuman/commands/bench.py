@@ -79,12 +79,15 @@ def _run_engine(args: argparse.Namespace, values: dict[str, object], bar: tqdm) 
         "preset": parts.config.name,
         "device": str(parts.device),
         "precision": str(parts.dtype).removeprefix("torch."),
+        "compiled": parts.compiled,
     }
 
 
 def _server_arguments(args: argparse.Namespace, values: dict[str, object]) -> list[str]:
     """`ihuman serve` options for the weights, video size and session settings of this run."""
     server = ["--device", args.device, "--precision", args.precision]
+    if args.compile:
+        server.append("--compile")
     server += ["--video-size", str(values.get("video", "1280x720"))]
     if args.random_weights:
         server += ["--random-weights", "--preset", str(values.get("preset", args.preset))]
@@ -104,6 +107,7 @@ def _call_settings(args: argparse.Namespace, values: dict[str, object]) -> dict[
         "preset": values.get("preset", args.preset),
         "device": str(loading.torch_device(args.device)),  # what the server makes of "auto" here
         "precision": args.precision,
+        "compiled": args.compile,
     }
 
 

@@ -81,8 +81,10 @@ def _check(q: Tensor, k: Tensor, v: Tensor, groups: Sequence[int] | None, kv_len
             raise KernelError(
                 f"attention: kv_lens must be integers [B={q.shape[0]}], got {list(kv_lens.shape)}"
             )
-        # Values are checked on the CPU only: reading them from a GPU would stall the stream.
-        if kv_lens.device.type == "cpu" and (int(kv_lens.min()) < 1 or int(kv_lens.max()) > k.shape[2]):
+        # Values are checked on the CPU only, outside torch.compile: reading them from a GPU would
+        # stall the stream, and a traced read splits the compiled graph.
+        checkable = kv_lens.device.type == "cpu" and not torch.compiler.is_compiling()
+        if checkable and (int(kv_lens.min()) < 1 or int(kv_lens.max()) > k.shape[2]):
             raise KernelError(f"attention: kv_lens must lie in 1..Lk={k.shape[2]}")
 
 

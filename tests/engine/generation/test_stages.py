@@ -162,3 +162,47 @@ def test_auto_precision_is_float32_on_the_cpu_and_bad_names_are_refused() -> Non
     assert {p.dtype for p in parts.lr_a2v.parameters()} == {torch.float32}
     with pytest.raises(ValueError, match="choose one of auto, bf16, fp32"):
         parts.use_precision("fp16")
+
+
+def _segments(parts: Parts, steps: int, count: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    reference, features = _inputs(parts)
+    settings = GenerationSettings.from_config(MICRO, GenerationChoices(lr_steps=steps, seed=7))
+    low, refine = LowResStage(parts, reference, settings), RefineStage(parts, reference, settings)
+    device = parts.device
+    out = []
+    for i in range(count):
+        seg = segment(i, MICRO)
+        if parts.device.type == "cpu":  # the refiner's blocks would be one more compile on a CPU
+            out.append((low.generate(seg, features.windows(seg)), None))
+        else:
+            decoded = low.run(seg, features.windows(seg).to(device))
+            out.append((decoded.latents.cpu(), refine.run(decoded)))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("device", "steps", "count"), [("cpu", 1, 1), pytest.param("cuda", 3, 2, marks=pytest.mark.gpu)]
+)
+def test_compiled_generators_make_the_eager_segments(device: str, steps: int, count: int) -> None:
+    """--compile (torch.compile over the blocks, our norm and RoPE kernels left to Inductor) makes
+    the segments eager mode makes."""
+    eager = _segments(_trained_looking_parts(device, "auto"), steps, count)
+    compiled_parts = _trained_looking_parts(device, "auto").compile()
+    compiled = _segments(compiled_parts, steps, count)
+    assert compiled_parts.compiled
+    assert compiled_parts.text_tokens(None).ids.shape[1] == 1 + MICRO.text.max_bytes  # one shape
+    for (latents_e, frames_e), (latents_c, frames_c) in zip(eager, compiled, strict=True):
+        torch.testing.assert_close(latents_c, latents_e, atol=2e-3, rtol=2e-3)
+        if frames_e is not None:
+            assert (frames_c.float() - frames_e.float()).abs().mean() < 1
+
+
+def test_a_prompt_padded_to_full_length_changes_nothing() -> None:
+    """Compiled parts pad every prompt to one length; the lengths mask the padding."""
+    parts = _trained_looking_parts("cpu", "fp32")
+    text = "a calm voice"
+    short, full = (tokenize([text], MICRO.text, full_length=f) for f in (False, True))
+    assert short.ids.shape[1] == 1 + len(text) and full.ids.shape[1] == 1 + MICRO.text.max_bytes
+    torch.testing.assert_close(full.ids[:, : short.ids.shape[1]], short.ids)
+    encoded_short, encoded_full = (parts.lr_a2v.text_encoder(t) for t in (short, full))
+    torch.testing.assert_close(encoded_full[:, : short.ids.shape[1]], encoded_short, atol=1e-5, rtol=1e-5)
