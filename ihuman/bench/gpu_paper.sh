@@ -85,12 +85,13 @@ kernels() {
 gpu_tests() {
     [ "$DEVICE" = cpu ] && return
     stamp "gpu tests"
-    timeout 120 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/ihuman_kernels \
+    timeout 120 "$PY" -m pytest -m gpu -q -p no:cacheprovider ${TESTS_K:+-k "$TESTS_K"} tests/ihuman_kernels \
         tests/engine/generation/test_stages.py > "$RES/gpu_tests.log" 2>&1
     tail -5 "$RES/gpu_tests.log"
 }
 
-# The steps, most telling first; STEPS="..." runs a subset (a second call in the same lease).
+# The steps, most telling first; STEPS="..." runs a subset (a second call in the same lease), and
+# TESTS_K="..." picks GPU tests by name (pytest -k).
 for step in ${STEPS:-latency_compiled pieces_compiled latency pieces kernels tests latency_torch pieces_fp32}; do
     case $step in
         latency_compiled) latency latency_compiled "$RUN_SECONDS" -- --compile ;;

@@ -191,8 +191,12 @@ def test_compiled_generators_make_the_eager_segments(device: str, steps: int, co
     compiled = _segments(compiled_parts, steps, count)
     assert compiled_parts.compiled
     assert compiled_parts.text_tokens(None).ids.shape[1] == 1 + MICRO.text.max_bytes  # one shape
+    still = _inputs(compiled_parts)[0].lr_still.cpu()
     for (latents_e, frames_e), (latents_c, frames_c) in zip(eager, compiled, strict=True):
-        torch.testing.assert_close(latents_c, latents_e, atol=2e-3, rtol=2e-3)
+        # Fused kernels round differently: in float32 (the CPU) within 1e-6, in bf16 within its
+        # rounding, measured against what the generator added to the still picture.
+        error, motion = (latents_c - latents_e).abs().mean(), (latents_e - still).abs().mean()
+        assert error < (1e-6 if device == "cpu" else 0.02 * motion), (float(error), float(motion))
         if frames_e is not None:
             assert (frames_c.float() - frames_e.float()).abs().mean() < 1
 
