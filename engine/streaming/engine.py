@@ -3,7 +3,7 @@
 Before the first session it measures one segment's compute (warm-up, on the
 session clock), which sets the automatic target delay and the on-time
 estimate sessions start from. Compiled parts (`Parts.compile`) are built
-there too, for every shape a session can meet.
+and the attention kernel tuned there too, for every shape a session can meet.
 """
 
 from __future__ import annotations
@@ -103,20 +103,20 @@ class Engine:
                 cfg.audio.feature_dim,
                 device=parts.device,
             )
-            count, one_step = segments, None
-            if parts.compiled:
-                # Build every shape a session can meet before the segment that is measured (met
-                # first mid-session, a compile would stall it): the refiner's motion latents grow
-                # to their full count over the first segments, and one LR step (degraded quality)
-                # runs the whole sequence instead of the cached context.
-                s = cfg.segment
-                count += math.ceil(s.refiner_motion_latents / s.new_latents)
-                one_step = count - 2
+            # Meet every shape a session can before the segment that is measured: a new shape
+            # costs a compile (compiled parts) or an attention tuning run (Triton on a GPU), which
+            # must neither stall a session nor pass for a segment's compute (the first GPU run
+            # measured a 4.4 s "refine" that way). The refiner's motion latents grow to their full
+            # count over the first segments; one LR step (degraded quality) runs the whole
+            # sequence instead of the cached context.
+            s = cfg.segment
+            one_step = 1 if settings.lr_steps > 1 else 0  # segment 0, when there is a cached path
+            count = one_step + segments + math.ceil(s.refiner_motion_latents / s.new_latents)
             times = {}
             for index in range(count):  # the first runs pay one-time costs; the last one counts
                 seg = segment(index, cfg)
                 windows = audio[:, : seg.latent_frames]
-                steps = 1 if index == one_step else None
+                steps = 1 if index < one_step else None
                 start = self.clock.now()
                 decoded = await self.clock.compute(worker, "low_res", low.run, seg, windows, steps)
                 mid = self.clock.now()
