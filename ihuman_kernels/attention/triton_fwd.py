@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ihuman_kernels.attention import tuning
+from ihuman_kernels.attention.tuning import choose_config, shape_key
 from ihuman_kernels.dispatch import INTERPRET
 
 MAX_GROUPS = 8
@@ -120,8 +120,8 @@ def attention_triton(
         out = torch.empty((B, H, Lq, D), device=q.device, dtype=q.dtype)
     config = launch_config(D, q.dtype)
     if q.is_cuda and not INTERPRET and q.dtype != torch.float32:
-        key = tuning.shape_key(q, k, ends is not None, kv_lens is not None)
-        config = tuning.choose_config(key, lambda c: launch(q, k, v, ends, kv_lens, out, c), config)
+        key = shape_key(q, k, ends is not None, kv_lens is not None)
+        config = choose_config(key, lambda c: launch(q, k, v, ends, kv_lens, out, c), config)
     return launch(q, k, v, ends, kv_lens, out, config)
 
 

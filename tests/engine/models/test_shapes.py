@@ -42,10 +42,10 @@ def test_paper_generators_are_about_1_3b_parameters() -> None:
     assert counts[0] > counts[1]  # the audio branch is LR-A2V's extra
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["tiny", "small"])
-def test_real_forward_runs(name: str) -> None:
-    c = get_preset(name)
+def test_real_forward_runs() -> None:
+    """The tiny preset's generators compute for real (larger presets' shapes are checked on the
+    meta device above: a real forward of `small` cost 18 s of the suite and checked nothing more)."""
+    c = get_preset("tiny")
     lr_model, refiner = LRA2V(c), PGRefiner(c)
     lb, rb = lr_batch(c, batch=1), refiner_batch(c, batch=1)
     with torch.no_grad():

@@ -207,7 +207,7 @@ def test_frames_follow_the_audio() -> None:
     assert not np.array_equal(a, c)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     low_res=st.sampled_from([0.05, 0.2, 0.3, 0.45]),
     refine=st.sampled_from([0.05, 0.25, 0.45, 0.9]),
