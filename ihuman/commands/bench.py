@@ -221,6 +221,41 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    with _needs_bench_extra("soak"):
+        from ihuman.bench import soak  # noqa: PLC0415
+    from ihuman.bench.machine import machine  # noqa: PLC0415
+
+    if args.minutes <= 0 or args.sample_s <= 0:
+        raise EngineError("--minutes and --sample-s must be > 0")
+    if args.talkers < 1 or args.viewers < 0:
+        raise EngineError("--talkers must be >= 1 and --viewers >= 0")
+    out = args.out or Path("bench-out") / time.strftime("soak-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    speech = _speech(args.audio, 30.0, 16_000)  # looped by each talker
+    server = _server_arguments(args, {})
+    with tqdm(total=args.minutes * 60, desc="soak", unit="s", mininterval=5.0) as bar:
+        run = asyncio.run(
+            soak.run_soak(
+                server, speech, args.minutes, args.talkers, args.viewers, args.sample_s, bar_progress(bar)
+            )
+        )
+    report = {
+        "bench": "soak",
+        "machine": machine(str(loading.torch_device(args.device))),
+        "settings": _call_settings(args, {}),
+        "minutes": args.minutes,
+        **run,
+        "summary": soak.summarise(run["samples"], min(args.warm_up_s, args.minutes * 60 / 2)),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    soak.plot(report, out / "soak.png")
+    (out / "report.md").write_text(soak.markdown(report))
+    print(soak.markdown(report), flush=True)
+    print(f"-> {out / 'report.md'}", flush=True)
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from ihuman.bench.compare import compare_table  # noqa: PLC0415
 
@@ -277,6 +312,18 @@ def add(sub: argparse._SubParsersAction) -> None:
     render.add_argument("--seconds", type=float, default=180.0, help="length of the speech (default 180)")
     render.add_argument("--out", type=Path, help="write the JSON report here too")
     render.set_defaults(func=cmd_render)
+    soak = modes.add_parser("soak", help="talkers and viewers over real minutes: leaks and A/V drift")
+    _weights(soak)
+    soak.add_argument("--minutes", type=float, default=30.0, help="how long (default 30)")
+    soak.add_argument("--talkers", type=int, default=2, help="talker sessions (default 2)")
+    soak.add_argument("--viewers", type=int, default=2, help="viewers, spread over the sessions (default 2)")
+    soak.add_argument("--sample-s", type=float, default=10.0, help="seconds between samples (default 10)")
+    soak.add_argument(
+        "--warm-up-s", type=float, default=120.0, help="left out of the slopes (default 120, at most half)"
+    )
+    soak.add_argument("--audio", type=Path, help="speech the talkers send (default: procedural speech)")
+    soak.add_argument("--out", type=Path, help="report folder (default: bench-out/soak-<time>)")
+    soak.set_defaults(func=cmd_soak, extra_delay_ms=0.0)
     compare = modes.add_parser("compare", help="a table of differences between latency reports")
     compare.add_argument(
         "reports", nargs="+", type=Path, help="report.json files (the first is the baseline)"

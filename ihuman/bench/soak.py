@@ -1,0 +1,263 @@
+"""`ihuman bench soak --minutes M`: does a server stay healthy over real hours of calls?
+
+Starts `ihuman serve --bench-stamps` on loopback, opens `talkers` aiortc talker calls (marked
+speech as their microphones, looped) and `viewers` receive-only peers spread over those sessions,
+and every `sample_s` seconds records what leaks and drifts show in: the server's resident memory,
+open files, threads and event-loop tasks (its /metrics), and for every peer the frames received
+in the window and the received A/V offset (the picture of each audio mark against the mark in the
+returned audio, both on this process's clock). What was received is dropped after each window, so
+the harness itself stays flat however long it runs.
+
+The summary fits slopes after a warm-up (the first `warm_up_s`): memory in MB per 10 minutes,
+and for files, threads and tasks their growth; the A/V offset of each peer against its first
+windows' value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from prometheus_client.parser import text_string_to_metric_families
+
+from ihuman.bench.calls import MARK_PERIOD_S, marked_speech, served
+from ihuman.bench.timeline import av_offsets, video_mark_times
+from ihuman.bench.webrtc_mode import RATE, MarkedMicrophone, Received, _read_audio, _read_video
+from transport import ice
+
+SERVER_METRICS = {  # /metrics name -> sample key
+    "process_resident_memory_bytes": "rss_mb",
+    "process_open_fds": "open_files",
+    "ihuman_threads": "threads",
+    "ihuman_asyncio_tasks": "tasks",
+    "ihuman_sessions": "sessions",
+}
+
+
+@dataclass
+class Peer:
+    """One connection to the server: a talker (with its microphone) or a viewer of a session."""
+
+    role: str
+    session: str
+    pc: RTCPeerConnection
+    microphone: MarkedMicrophone  # a viewer's marks are its talker's
+    received: Received = field(default_factory=Received)
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+    def window(self, seconds: float) -> dict:
+        """fps and the median A/V offset (ms, + = picture late) of what came since the last call."""
+        frames, self.received.frames = self.received.frames, []
+        audio, self.received.audio = self.received.audio, []
+        marks = self.microphone.sent_marks
+        heard = Received(audio=audio).audio_marks()
+        offsets = [o for _, o in av_offsets(video_mark_times(frames, marks), heard, marks)]
+        return {
+            "role": self.role,
+            "fps": len(frames) / seconds,
+            "av_offset_ms": statistics.median(offsets) if offsets else None,
+        }
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.pc.close()
+
+
+async def _connect(url: str, microphone: MarkedMicrophone, session: str | None) -> Peer:
+    pc = RTCPeerConnection(ice.configuration(()))
+    if session is None:
+        pc.addTrack(microphone)
+    else:
+        pc.addTransceiver("audio", direction="recvonly")
+    pc.addTransceiver("video", direction="recvonly")
+    pc.createDataChannel("control")
+    peer = Peer("talker" if session is None else "viewer", session or "", pc, microphone)
+
+    @pc.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        read = _read_video(track, peer.received, lambda: None) if track.kind == "video" else None
+        peer.tasks.append(asyncio.ensure_future(read or _read_audio(track, peer.received)))
+
+    await pc.setLocalDescription(await pc.createOffer())
+    body = {"type": "offer", "sdp": pc.localDescription.sdp, "role": peer.role}
+    if session is not None:
+        body["session"] = session
+    async with aiohttp.ClientSession() as http, http.post(f"{url}/offer", json=body) as r:
+        answer = await r.json()
+        if r.status != 200:
+            await pc.close()
+            raise RuntimeError(f"the server refused a {peer.role} ({r.status}): {answer.get('error')}")
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+    peer.session = answer["session"]
+    return peer
+
+
+async def server_sample(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
+    async with http.get(f"{url}/metrics") as r:
+        text = await r.text()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in SERVER_METRICS:
+                out[SERVER_METRICS[sample.name]] = sample.value
+    if "rss_mb" in out:
+        out["rss_mb"] /= 2**20
+    return out
+
+
+def slope_per_10_min(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, value) points, per 10 minutes (None: under 2 points)."""
+    if len(points) < 2 or np.ptp([t for t, _ in points]) == 0:
+        return None
+    t, y = np.asarray(points, dtype=np.float64).T
+    return float(np.polyfit(t, y, 1)[0] * 600)
+
+
+def summarise(samples: list[dict], warm_up_s: float) -> dict:
+    """Slopes and growth after the warm-up, fps, and each peer's A/V offset against its start."""
+    steady = [s for s in samples if s["t_s"] >= warm_up_s] or samples
+    out: dict = {"warm_up_s": warm_up_s, "samples_after_warm_up": len(steady)}
+    for key in ("rss_mb", "open_files", "threads", "tasks"):
+        points = [(s["t_s"], s["server"][key]) for s in steady if key in s["server"]]
+        values = [v for _, v in points]
+        out[key] = {
+            "slope_per_10_min": slope_per_10_min(points),
+            "first": values[0] if values else None,
+            "last": values[-1] if values else None,
+            "growth": (max(values) - values[0]) if values else None,
+        }
+    peers = len(samples[0]["peers"]) if samples else 0
+    out["peers"] = []
+    for i in range(peers):
+        fps = [s["peers"][i]["fps"] for s in steady]
+        offsets = [s["peers"][i]["av_offset_ms"] for s in steady if s["peers"][i]["av_offset_ms"] is not None]
+        start = statistics.median(offsets[:3]) if offsets else None
+        out["peers"].append(
+            {
+                "role": samples[0]["peers"][i]["role"],
+                "fps_p50": statistics.median(fps) if fps else None,
+                "fps_min": min(fps) if fps else None,
+                "av_offset_start_ms": start,
+                "av_offset_max_deviation_ms": max(abs(o - start) for o in offsets) if offsets else None,
+                "av_offset_windows": len(offsets),
+            }
+        )
+    return out
+
+
+async def run_soak(
+    server_arguments: list[str],
+    speech16k: np.ndarray,
+    minutes: float,
+    talkers: int,
+    viewers: int,
+    sample_s: float = 10.0,
+    progress: Callable[[float], None] = lambda _: None,
+) -> dict:
+    """Soak a server started with `server_arguments` for `minutes`; the report's samples and summary."""
+    seconds = minutes * 60
+    speech = np.interp(np.arange(round(len(speech16k) * 3)) / 3, np.arange(len(speech16k)), speech16k)
+    ice.use_host_addresses(["127.0.0.1"])
+    arguments = [*server_arguments, "--max-sessions", str(talkers)]
+    samples: list[dict] = []
+    async with served(arguments) as (url, _process, _started), aiohttp.ClientSession() as http:
+        peers: list[Peer] = []
+        try:
+            for _ in range(talkers):
+                audio, onsets = marked_speech(speech, RATE, seconds + 60 + 2 * MARK_PERIOD_S)
+                peers.append(await _connect(url, MarkedMicrophone(audio, onsets), None))
+            for i in range(viewers):
+                talker = peers[i % talkers]
+                peers.append(await _connect(url, talker.microphone, talker.session))
+            started = time.perf_counter()
+            next_sample = started + sample_s
+            while (now := time.perf_counter()) - started < seconds:
+                await asyncio.sleep(max(0.0, next_sample - now))
+                window = time.perf_counter() - (next_sample - sample_s)
+                next_sample += sample_s
+                samples.append(
+                    {
+                        "t_s": time.perf_counter() - started,
+                        "server": await server_sample(http, url),
+                        "peers": [p.window(window) for p in peers],
+                    }
+                )
+                progress(min(1.0, (time.perf_counter() - started) / seconds))
+        finally:
+            for peer in peers:
+                with contextlib.suppress(Exception):  # a peer the server already dropped
+                    await peer.close()
+    return {"talkers": talkers, "viewers": viewers, "sample_s": sample_s, "samples": samples}
+
+
+def markdown(report: dict) -> str:
+    """report.md: the verdicts first, then the numbers they rest on."""
+    s, machine = report["summary"], report["machine"]
+    lines = [
+        "# ihuman bench soak",
+        "",
+        f"{machine.get('cpu')} ({machine.get('cpus')} CPUs), GPU: {machine.get('gpu') or 'none'}; "
+        f"torch {machine.get('torch')}, commit {machine.get('commit')}, {machine.get('time')}.",
+        "",
+        f"{report['minutes']:g} minutes, {report['talkers']} talkers + {report['viewers']} viewers, "
+        f"a sample every {report['sample_s']:g} s; slopes after the first {s['warm_up_s']:g} s.",
+        "",
+        "| server | first | last | slope per 10 min | growth |",
+        "|---|---|---|---|---|",
+    ]
+    for key, label in (("rss_mb", "memory (MB)"), ("open_files", "open files"), ("threads", "threads"),
+                       ("tasks", "event-loop tasks")):  # fmt: skip
+        v = s[key]
+        slope = "-" if v["slope_per_10_min"] is None else f"{v['slope_per_10_min']:+.2f}"
+        lines.append(f"| {label} | {v['first']:g} | {v['last']:g} | {slope} | {v['growth']:g} |")
+    lines += [
+        "",
+        "| peer | fps p50 / min | A/V offset at start (ms) | its largest change (ms) |",
+        "|---|---|---|---|",
+    ]
+    for i, p in enumerate(s["peers"]):
+        start = "-" if p["av_offset_start_ms"] is None else f"{p['av_offset_start_ms']:.0f}"
+        change = "-" if p["av_offset_max_deviation_ms"] is None else f"{p['av_offset_max_deviation_ms']:.0f}"
+        lines.append(
+            f"| {i + 1} ({p['role']}) | {p['fps_p50']:.1f} / {p['fps_min']:.1f} | {start} | {change} |"
+        )
+    return "\n".join([*lines, "", "![soak](soak.png)", ""])
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib  # noqa: PLC0415 (the bench extra)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    samples = report["samples"]
+    minutes = [s["t_s"] / 60 for s in samples]
+    fig, axes = plt.subplots(4, 1, figsize=(9, 10), sharex=True)
+    axes[0].plot(minutes, [s["server"].get("rss_mb") for s in samples])
+    axes[0].set_ylabel("server RSS (MB)")
+    for key in ("open_files", "threads", "tasks"):
+        axes[1].plot(minutes, [s["server"].get(key) for s in samples], label=key.replace("_", " "))
+    axes[1].legend(fontsize=8)
+    axes[1].set_ylabel("count")
+    for i in range(len(samples[0]["peers"]) if samples else 0):
+        label = f"{i + 1} {samples[0]['peers'][i]['role']}"
+        axes[2].plot(minutes, [s["peers"][i]["fps"] for s in samples], label=label)
+        axes[3].plot(minutes, [s["peers"][i]["av_offset_ms"] for s in samples], label=label)
+    axes[2].set_ylabel("fps received")
+    axes[3].set_ylabel("A/V offset (ms, + = picture late)")
+    axes[3].set_xlabel("minutes")
+    for ax in axes[2:]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
