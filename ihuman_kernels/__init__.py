@@ -9,7 +9,7 @@ reference elsewhere; IHUMAN_KERNELS=auto|triton|reference or `backend=`
 overrides. Nothing here knows about models.
 """
 
-from ihuman_kernels.attention import attention, attention_reference, block_causal_mask
+from ihuman_kernels.attention import attention, attention_by_group, attention_reference, block_causal_mask
 from ihuman_kernels.errors import KernelError
 from ihuman_kernels.norm import rms_norm_modulate, rms_norm_modulate_reference
 from ihuman_kernels.rope import apply_rope, apply_rope_reference
@@ -19,6 +19,7 @@ __all__ = [
     "apply_rope",
     "apply_rope_reference",
     "attention",
+    "attention_by_group",
     "attention_reference",
     "block_causal_mask",
     "rms_norm_modulate",

@@ -13,8 +13,6 @@ shapes anywhere (Triton's interpreter on a CPU) to check the script itself.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from engine.benchinfo import environment, write_report
 from engine.presets import get_preset
+from ihuman.bench.ceilings import median_ms
 from ihuman_kernels.attention import attention, tuning
 
 
@@ -80,26 +79,6 @@ def smoke_shapes() -> list[Shape]:
     ]
 
 
-def _time(fn: Callable[[], object], device: torch.device, runs: int, warmup: int) -> float:
-    """Median milliseconds of fn."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
-
-
 def _sdpa(backend: SDPBackend, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Callable[[], object]:
     def run() -> object:
         with sdpa_kernel(backend):
@@ -122,9 +101,9 @@ def measure(shape: Shape, device: torch.device, dtype: torch.dtype, runs: int, w
     flops = lambda masked: 4 * shape.batch * shape.heads * shape.pairs(masked) * shape.head_dim  # noqa: E731
     row: dict = {"shape": shape.name, "B": shape.batch, "H": shape.heads, "Lq": shape.lq, "Lk": shape.lk,
                  "D": shape.head_dim, "groups": shape.groups}  # fmt: skip
-    timings = {"ours_full": _time(lambda: attention(q, k, v, backend="triton"), device, runs, warmup)}
+    timings = {"ours_full": median_ms(lambda: attention(q, k, v, backend="triton"), device, runs, warmup)}
     if shape.groups is not None:
-        timings["ours_masked"] = _time(
+        timings["ours_masked"] = median_ms(
             lambda: attention(q, k, v, groups=shape.groups, backend="triton"), device, runs, warmup
         )
     if device.type == "cuda":
@@ -133,7 +112,7 @@ def measure(shape: Shape, device: torch.device, dtype: torch.dtype, runs: int, w
             ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
         ):
             try:
-                timings[name] = _time(_sdpa(backend, q, k, v), device, runs, warmup)
+                timings[name] = median_ms(_sdpa(backend, q, k, v), device, runs, warmup)
             except RuntimeError as err:  # the backend does not take this shape/dtype here
                 row[f"{name}_error"] = str(err).splitlines()[0][:200]
     row["ms"] = timings

@@ -210,6 +210,7 @@ def markdown(report: dict) -> str:
         f"torch {machine.get('torch')}, commit {machine.get('commit')}, {machine.get('time')}.",
         "",
         f"{report['minutes']:g} minutes, {report['talkers']} talkers + {report['viewers']} viewers, "
+        f"{report['settings'].get('video')} video, {report['settings'].get('weights')} weights, "
         f"a sample every {report['sample_s']:g} s; slopes after the first {s['warm_up_s']:g} s.",
         "",
         "| server | first | last | slope per 10 min | growth |",

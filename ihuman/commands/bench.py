@@ -112,18 +112,18 @@ def _call_settings(args: argparse.Namespace, values: dict[str, object]) -> dict[
 
 
 @contextlib.contextmanager
-def _needs_bench_extra(mode: str) -> Iterator[None]:
+def _needs_bench_extra(what: str) -> Iterator[None]:
     """Imports of a mode that needs the `bench` extra (aiortc, Playwright): say what to install."""
     try:
         yield
     except ImportError as err:
         raise EngineError(
-            f"--mode {mode} needs {err.name}, which this install lacks: pip install 'infinityhuman[bench]'"
+            f"{what} needs {err.name}, which this install lacks: pip install 'infinityhuman[bench]'"
         ) from None
 
 
 def _run_webrtc(args: argparse.Namespace, values: dict[str, object], bar: tqdm) -> tuple[dict, dict]:
-    with _needs_bench_extra("webrtc"):
+    with _needs_bench_extra("--mode webrtc"):
         from ihuman.bench.webrtc_mode import run_webrtc  # noqa: PLC0415
     speech = _speech(args.audio, args.seconds, 16_000)
     codec = str(values.get("codec", "h264"))
@@ -133,7 +133,7 @@ def _run_webrtc(args: argparse.Namespace, values: dict[str, object], bar: tqdm) 
 
 
 def _run_browser(args: argparse.Namespace, values: dict[str, object], bar: tqdm) -> tuple[dict, dict]:
-    with _needs_bench_extra("browser"):
+    with _needs_bench_extra("--mode browser"):
         from ihuman.bench.browser_mode import CHROMIUM, run_browser  # noqa: PLC0415
     if not Path(CHROMIUM).exists():
         raise EngineError(f"--mode browser drives Debian's Chromium ({CHROMIUM}): apt-get install chromium")
@@ -222,7 +222,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_soak(args: argparse.Namespace) -> int:
-    with _needs_bench_extra("soak"):
+    with _needs_bench_extra("ihuman bench soak"):
         from ihuman.bench import soak  # noqa: PLC0415
     from ihuman.bench.machine import machine  # noqa: PLC0415
 
@@ -233,7 +233,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
     out = args.out or Path("bench-out") / time.strftime("soak-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     speech = _speech(args.audio, 30.0, 16_000)  # looped by each talker
-    server = _server_arguments(args, {})
+    server = _server_arguments(args, {"video": "x".join(map(str, args.video_size))})
     with tqdm(total=args.minutes * 60, desc="soak", unit="s", mininterval=5.0) as bar:
         run = asyncio.run(
             soak.run_soak(
@@ -243,7 +243,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
     report = {
         "bench": "soak",
         "machine": machine(str(loading.torch_device(args.device))),
-        "settings": _call_settings(args, {}),
+        "settings": {**_call_settings(args, {}), "video": "x".join(map(str, args.video_size))},
         "minutes": args.minutes,
         **run,
         "summary": soak.summarise(run["samples"], min(args.warm_up_s, args.minutes * 60 / 2)),
@@ -320,6 +320,12 @@ def add(sub: argparse._SubParsersAction) -> None:
     soak.add_argument("--sample-s", type=float, default=10.0, help="seconds between samples (default 10)")
     soak.add_argument(
         "--warm-up-s", type=float, default=120.0, help="left out of the slopes (default 120, at most half)"
+    )
+    soak.add_argument(
+        "--video-size",
+        type=arguments.resolution,
+        default=(1280, 720),
+        help="the video the server sends, WxH (default 1280x720)",
     )
     soak.add_argument("--audio", type=Path, help="speech the talkers send (default: procedural speech)")
     soak.add_argument("--out", type=Path, help="report folder (default: bench-out/soak-<time>)")

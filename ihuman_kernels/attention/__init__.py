@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ihuman_kernels.attention.reference import attention_reference, block_causal_mask
+from ihuman_kernels.attention.reference import attention_by_group, attention_reference, block_causal_mask
 from ihuman_kernels.attention.triton_fwd import HEAD_DIMS, MAX_GROUPS, attention_triton
 from ihuman_kernels.dispatch import choose
 from ihuman_kernels.errors import KernelError
@@ -29,19 +29,22 @@ log = logging.getLogger(__name__)
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
-__all__ = ["attention", "attention_reference", "block_causal_mask"]
+__all__ = ["attention", "attention_by_group", "attention_reference", "block_causal_mask"]
 
 
 @torch.library.custom_op("ihuman::flash_attention_fwd", mutates_args=())
 def _flash_attention_fwd(
-    q: Tensor, k: Tensor, v: Tensor, ends: Tensor | None, kv_lens: Tensor | None
+    q: Tensor, k: Tensor, v: Tensor, ends: Tensor | None, kv_lens: Tensor | None, group_ends: list[int] | None
 ) -> Tensor:
-    """The Triton forward as a custom op, so torch.compile traces through it."""
-    return attention_triton(q, k, v, ends, kv_lens)
+    """The Triton forward as a custom op, so torch.compile traces through it (group_ends: the
+    group boundaries `ends` holds, on the host, for the tuner's SDPA candidate)."""
+    return attention_triton(q, k, v, ends, kv_lens, group_ends=group_ends)
 
 
 @_flash_attention_fwd.register_fake
-def _(q: Tensor, k: Tensor, v: Tensor, ends: Tensor | None, kv_lens: Tensor | None) -> Tensor:
+def _(
+    q: Tensor, k: Tensor, v: Tensor, ends: Tensor | None, kv_lens: Tensor | None, group_ends: list[int] | None
+) -> Tensor:
     return q.new_empty(q.shape)
 
 
@@ -117,4 +120,5 @@ def attention(
     _check_for_kernel(q, k, v)
     ends = _group_ends(tuple(groups), q.device) if groups is not None else None
     lens = kv_lens.to(torch.int32) if kv_lens is not None else None
-    return _flash_attention_fwd(q, k, v, ends, lens)
+    host_ends = list(itertools.accumulate(groups)) if groups is not None else None
+    return _flash_attention_fwd(q, k, v, ends, lens, host_ends)

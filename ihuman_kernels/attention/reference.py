@@ -42,3 +42,21 @@ def attention_reference(
         valid = valid[:, None, None, :]
         mask = valid if mask is None else mask & valid
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def attention_by_group(
+    q: Tensor, k: Tensor, v: Tensor, group_ends: Sequence[int] | None, out: Tensor
+) -> Tensor:
+    """Block-causal attention (no key lengths) as unmasked SDPA calls written into `out`, one per
+    group: a group's queries attend to every key up to the group's end, plain attention over a
+    prefix of the keys. With no mask to pass, SDPA may pick its fastest backends (cuDNN, flash),
+    which take none; the FLOPs are those of the masked kernel."""
+    if not group_ends:
+        return out.copy_(F.scaled_dot_product_attention(q, k, v))
+    start = 0
+    for end in group_ends:
+        out[:, :, start:end] = F.scaled_dot_product_attention(
+            q[:, :, start:end], k[:, :, :end], v[:, :, :end]
+        )
+        start = end
+    return out

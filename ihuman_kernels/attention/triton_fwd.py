@@ -15,12 +15,15 @@ blocks cost nothing. `kv_lens` further limits keys per batch row (padded text).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from ihuman_kernels.attention.tuning import choose_config, shape_key
+from ihuman_kernels.attention.reference import attention_by_group
+from ihuman_kernels.attention.tuning import SDPA, choose_config, shape_key
 from ihuman_kernels.dispatch import INTERPRET
 
 MAX_GROUPS = 8
@@ -108,12 +111,19 @@ def launch_config(head_dim: int, dtype: torch.dtype) -> dict[str, int]:
 
 
 def attention_triton(
-    q: Tensor, k: Tensor, v: Tensor, ends: Tensor | None, kv_lens: Tensor | None, out: Tensor | None = None
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    ends: Tensor | None,
+    kv_lens: Tensor | None,
+    out: Tensor | None = None,
+    group_ends: Sequence[int] | None = None,
 ) -> Tensor:
     """Launch the kernel; the inputs were checked by `kernels.attention.attention`.
 
     out: where to write [B, H, Lq, D] (tests pass a poisoned buffer to see every element written).
-    On a GPU, 16-bit inputs run with the settings timed fastest for their shape (`tuning.py`).
+    On a GPU, 16-bit inputs run with what was timed fastest for their shape (`tuning.py`): the
+    kernel's launch settings, or SDPA group by group (`group_ends`: `ends` on the host).
     """
     B, H, Lq, D = q.shape
     if out is None:
@@ -121,14 +131,27 @@ def attention_triton(
     config = launch_config(D, q.dtype)
     if q.is_cuda and not INTERPRET and q.dtype != torch.float32:
         key = shape_key(q, k, ends is not None, kv_lens is not None)
-        config = choose_config(key, lambda c: launch(q, k, v, ends, kv_lens, out, c), config)
-    return launch(q, k, v, ends, kv_lens, out, config)
+        sdpa = (SDPA,) if kv_lens is None and (ends is None or group_ends is not None) else ()
+        run = lambda c: launch(q, k, v, ends, kv_lens, out, c, group_ends=group_ends)  # noqa: E731
+        config = choose_config(key, run, config, sdpa)
+    return launch(q, k, v, ends, kv_lens, out, config, group_ends=group_ends)
 
 
 def launch(
-    q: Tensor, k: Tensor, v: Tensor, ends: Tensor | None, kv_lens: Tensor | None, out: Tensor, config: dict
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    ends: Tensor | None,
+    kv_lens: Tensor | None,
+    out: Tensor,
+    config: dict,
+    *,
+    group_ends: Sequence[int] | None = None,
 ) -> Tensor:
-    """One launch with the given block sizes, warps and stages (`launch_config`'s keys)."""
+    """One launch with the given block sizes, warps and stages (`launch_config`'s keys), or
+    `tuning.SDPA`: torch's SDPA group by group."""
+    if config.get("sdpa"):
+        return attention_by_group(q, k, v, group_ends, out)
     B, H, Lq, D = q.shape
     Lk = k.shape[2]
     grid = (triton.cdiv(Lq, config["BLOCK_M"]), B * H)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
-from ihuman_kernels import KernelError, attention, attention_reference
+from ihuman_kernels import KernelError, attention, attention_by_group, attention_reference
 from ihuman_kernels.attention import _group_ends, tuning
 from ihuman_kernels.attention.triton_fwd import attention_triton, launch
 
@@ -115,15 +117,40 @@ def test_kernel_on_the_gpu(case: tuple, dtype: torch.dtype) -> None:
     torch.testing.assert_close(out.double(), _reference(q, k, v, groups, kv_lens), **GPU_TOLERANCE[dtype])
 
 
+def _case_id(case: tuple) -> str:
+    return f"L{case[2]}x{case[3]}-D{case[4]}-g{case[5]}-k{case[6]}"
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[6] is None], ids=_case_id)
+def test_sdpa_group_by_group_is_the_block_causal_attention(case: tuple) -> None:
+    """The tuner's SDPA candidate: one unmasked call per group over the keys up to its end."""
+    q, k, v, groups, _ = _inputs(case, torch.float32)
+    out = torch.full_like(q, float("nan"))
+    ends = list(itertools.accumulate(groups)) if groups else None
+    attention_by_group(q, k, v, ends, out)
+    torch.testing.assert_close(out.double(), _reference(q, k, v, groups, None), **TOLERANCE[torch.float32])
+
+
+GPU_CANDIDATES = [
+    (case, config)
+    for case in CASES[1:4]
+    for config in (*tuning.CANDIDATES_16BIT, tuning.SDPA)
+    if case[6] is None or config is not tuning.SDPA  # SDPA runs only calls without key lengths
+]
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", tuning.CANDIDATES_16BIT, ids=tuning.label)
-@pytest.mark.parametrize("case", CASES[1:4], ids=lambda c: f"L{c[2]}x{c[3]}-D{c[4]}-g{c[5]}-k{c[6]}")
+@pytest.mark.parametrize(
+    ("case", "config"), GPU_CANDIDATES, ids=[f"{_case_id(c)}-{tuning.label(k)}" for c, k in GPU_CANDIDATES]
+)
 def test_every_tuning_candidate_computes_attention(case: tuple, config: dict) -> None:
     """Whichever settings the tuner keeps, the kernel's result is the same."""
     q, k, v, groups, kv_lens = _inputs(case, torch.bfloat16, device="cuda")
     ends = _group_ends(tuple(groups), q.device) if groups else None
+    host_ends = list(itertools.accumulate(groups)) if groups else None
     out = torch.full_like(q, float("nan"))
-    launch(q, k, v, ends, kv_lens.to(torch.int32) if kv_lens is not None else None, out, config)
+    lens = kv_lens.to(torch.int32) if kv_lens is not None else None
+    launch(q, k, v, ends, lens, out, config, group_ends=host_ends)
     torch.testing.assert_close(
         out.double(), _reference(q, k, v, groups, kv_lens), **GPU_TOLERANCE[torch.bfloat16]
     )

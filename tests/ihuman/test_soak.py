@@ -1,0 +1,58 @@
+"""`ihuman bench soak`: its arithmetic on synthetic samples, and a short real run on loopback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ihuman.bench.soak import slope_per_10_min, summarise
+
+
+def _sample(t: float, rss: float, tasks: int, offsets: tuple[float | None, float | None]) -> dict:
+    server = {"rss_mb": rss, "open_files": 18, "threads": 9, "tasks": tasks, "sessions": 1}
+    peers = [
+        {"role": role, "fps": 25.0, "av_offset_ms": o}
+        for role, o in zip(("talker", "viewer"), offsets, strict=True)
+    ]
+    return {"t_s": t, "server": server, "peers": peers}
+
+
+def test_slopes_and_offsets_are_measured_after_the_warm_up() -> None:
+    # Memory climbs 100 MB in the warm-up, then 1 MB a minute; the viewer's offset steps by 30 ms.
+    samples = [_sample(0, 700, 40, (None, None)), _sample(60, 800, 31, (-40, -40))]
+    samples += [_sample(60 + 60 * i, 800 + i, 30, (-40, -40 if i < 5 else -10)) for i in range(1, 11)]
+    s = summarise(samples, warm_up_s=60)
+    assert s["samples_after_warm_up"] == 11
+    assert s["rss_mb"]["slope_per_10_min"] == pytest.approx(10.0)
+    assert s["tasks"]["growth"] == 0 and s["tasks"]["first"] == 31
+    talker, viewer = s["peers"]
+    assert talker["av_offset_max_deviation_ms"] == 0 and talker["fps_p50"] == 25
+    assert viewer["av_offset_start_ms"] == -40 and viewer["av_offset_max_deviation_ms"] == 30
+    assert slope_per_10_min([(0, 1.0)]) is None
+
+
+@pytest.mark.slow
+def test_a_short_soak_on_loopback_writes_its_report(tmp_path: Path) -> None:
+    out = tmp_path / "soak"
+    command = [sys.executable, "-m", "ihuman", "bench", "soak", "--preset", "tiny", "--random-weights"]
+    command += ["--minutes", "0.25", "--talkers", "1", "--viewers", "1", "--sample-s", "5", "--out", str(out)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["talkers"] == 1 and report["viewers"] == 1 and len(report["samples"]) == 3
+    last = report["samples"][-1]
+    assert last["server"]["sessions"] == 1 and last["server"]["rss_mb"] > 0 and last["server"]["threads"] > 0
+    assert [p["role"] for p in last["peers"]] == ["talker", "viewer"]
+    assert all(p["fps"] > 10 for p in last["peers"])  # both receive the avatar
+    assert any(p["av_offset_ms"] is not None for s in report["samples"] for p in s["peers"])  # marks read
+    assert (out / "soak.png").stat().st_size > 0 and "A/V offset" in (out / "report.md").read_text()
+
+
+def test_bad_soak_arguments_are_refused(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "ihuman", "bench", "soak", "--minutes", "0", "--out", str(tmp_path)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode != 0 and "--minutes and --sample-s must be > 0" in run.stderr
