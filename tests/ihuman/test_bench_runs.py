@@ -86,7 +86,7 @@ def test_browser_mode_in_a_namespace_with_nothing_but_loopback(tmp_path: Path) -
     if any of the call's traffic (server, Chromium, ICE) needed another address, it would fail."""
     out = tmp_path / "report"
     bench = [sys.executable, "-m", "ihuman", "bench", "latency", "--mode", "browser", "--preset", "tiny"]
-    bench += ["--random-weights", "--seconds", "6", "--set", "video=640x360", "--out", str(out)]
+    bench += ["--random-weights", "--seconds", "8", "--set", "video=640x360", "--out", str(out)]
     # Root may make a network namespace; anyone else maps themselves to root in a user namespace.
     unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--net", "--map-root-user"]
     script = "ip link set lo up && exec " + " ".join(bench)
