@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ihuman.bench.calls import MARK_PERIOD_S, marked_speech, served
 from ihuman.bench.timeline import av_offsets, video_mark_times
-from ihuman.bench.webrtc_mode import RATE, MarkedMicrophone, Received, _read_audio, _read_video
+from ihuman.bench.webrtc_mode import RATE, MarkedMicrophone, Received, read_audio, read_video
 from transport import ice
 
 SERVER_METRICS = {  # /metrics name -> sample key
@@ -85,8 +85,8 @@ async def _connect(url: str, microphone: MarkedMicrophone, session: str | None) 
 
     @pc.on("track")
     def on_track(track: MediaStreamTrack) -> None:
-        read = _read_video(track, peer.received, lambda: None) if track.kind == "video" else None
-        peer.tasks.append(asyncio.ensure_future(read or _read_audio(track, peer.received)))
+        read = read_video(track, peer.received, lambda: None) if track.kind == "video" else None
+        peer.tasks.append(asyncio.ensure_future(read or read_audio(track, peer.received)))
 
     await pc.setLocalDescription(await pc.createOffer())
     body = {"type": "offer", "sdp": pc.localDescription.sdp, "role": peer.role}

@@ -90,7 +90,7 @@ class Received:
         return out
 
 
-async def _read_video(track: MediaStreamTrack, received: Received, on_first: Callable[[], None]) -> None:
+async def read_video(track: MediaStreamTrack, received: Received, on_first: Callable[[], None]) -> None:
     while True:
         try:
             frame = await track.recv()
@@ -101,7 +101,7 @@ async def _read_video(track: MediaStreamTrack, received: Received, on_first: Cal
             on_first()
 
 
-async def _read_audio(track: MediaStreamTrack, received: Received) -> None:
+async def read_audio(track: MediaStreamTrack, received: Received) -> None:
     while True:
         try:
             frame = await track.recv()
@@ -146,10 +146,10 @@ async def measure_call(
     def on_track(track: MediaStreamTrack) -> None:
         if track.kind == "video":
             tasks.append(
-                asyncio.ensure_future(_read_video(track, received, lambda: first.append(time.perf_counter())))
+                asyncio.ensure_future(read_video(track, received, lambda: first.append(time.perf_counter())))
             )
         else:
-            tasks.append(asyncio.ensure_future(_read_audio(track, received)))
+            tasks.append(asyncio.ensure_future(read_audio(track, received)))
 
     await pc.setLocalDescription(await pc.createOffer())
     offered = time.perf_counter()

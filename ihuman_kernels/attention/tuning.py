@@ -62,6 +62,9 @@ def choose_config(
     launch(config)), or `default` when tuning is off or nothing else built."""
     if not enabled():
         return default
+    known = _chosen.get(key)  # every call after a shape's first: no lock on the hot path
+    if known is not None:
+        return known[0]
     with _lock:
         if key not in _chosen:
             _chosen[key] = _time_candidates(launch, default, (*CANDIDATES_16BIT, *extra))
