@@ -196,8 +196,11 @@ class FlowConfig:
     train_time_std: float = 1.0  # logit-normal std of the training flow time
     # Share of LR-A2V's training samples drawn at the times its sampler evaluates (the starts of
     # its lr_steps Euler steps) instead of the logit-normal. A one-step sampler only ever asks for
-    # the estimate at t = 0, which the logit-normal almost never draws (docs/demo.md).
+    # the estimate at t = 0, which the logit-normal almost never draws (docs/demo.md). The
+    # refiner's share likewise; at t = 0 its input is pure noise, so training there is also what
+    # teaches it to ignore the noise that is drawn anew for every latent frame (the flicker).
     lr_sampler_time_share: float = 0.0
+    refiner_sampler_time_share: float = 0.0
     # Per-condition CFG scales, applied in this order (reference, then audio, then text).
     guidance_reference: float = 1.0
     guidance_audio: float = 1.0
@@ -207,9 +210,9 @@ class FlowConfig:
         for name in ("lr_steps", "refiner_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"flow.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.lr_sampler_time_share <= 1:
-            share = self.lr_sampler_time_share
-            raise ConfigError(f"flow.lr_sampler_time_share must be in [0, 1], got {share}")
+        for name in ("lr_sampler_time_share", "refiner_sampler_time_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"flow.{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("lr_loss", "refiner_loss"):
             if getattr(self, name) not in LOSS_SPACES:
                 raise ConfigError(f"flow.{name} must be one of {LOSS_SPACES}, got {getattr(self, name)!r}")

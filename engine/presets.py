@@ -42,13 +42,14 @@ TINY = Config(
     # reference), at half the time of two; so three quarters of its training is at t = 0, on the
     # estimate (docs/demo.md). Audio guidance 2 (docs/design.md). No text is used, so the text
     # scale equals the audio's: the plan is then two estimates (all conditions; audio and text
-    # dropped), not three.
+    # dropped), not three. The refiner samples one step too: three quarters of its training at t = 0.
     flow=FlowConfig(
         lr_steps=1,
         guidance_audio=2.0,
         guidance_text=2.0,
         lr_loss="estimate",
         lr_sampler_time_share=0.75,
+        refiner_sampler_time_share=0.75,
     ),
     # ~0.4 GFLOP per 320x176 output frame: the decoder must keep up with 25 fps on 2 CPU cores.
     vae=VAEConfig(encoder_channels=(32, 64), decoder_channels=(16, 8)),

@@ -183,5 +183,18 @@ def refiner_step(
     cond = degraded_conditions(batch, cfg.degradation, generator)
     keep = sample_keep(batch.target.shape[0], refiner_rates(cfg.dropout), generator, batch.target.device)
     cond = cond.drop(keep)
-    shift, space = cfg.flow.refiner_time_shift, cfg.flow.refiner_loss
-    return _flow_step(model, cond, batch.target, keep, shift, cfg.flow, generator, noise, t, loss_space=space)
+    f = cfg.flow
+    return _flow_step(
+        model,
+        cond,
+        batch.target,
+        keep,
+        f.refiner_time_shift,
+        f,
+        generator,
+        noise,
+        t,
+        None,
+        f.refiner_loss,
+        (f.refiner_steps, f.refiner_sampler_time_share),
+    )

@@ -1,79 +1,129 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine: fine-tune the demo bundle's LR-A2V there, check the engine runs
-# on CUDA, and run the GPU tests. Everything it learns lands in $OUT (logs, JSON, the weights).
+# One call on a lent GPU machine: train the demo bundle's two generators there, from the shipped
+# weights, on procedural characters rendered there by its 16 cores. Everything it learns lands in
+# $OUT (the log, the probe's rates, each part's weights and training log), copied after each part:
+# a call stopped at its limit still returns what was trained.
 #
-#   1. speed probe: the same `ihuman train lr-a2v` for a few steps in bf16 autocast and in fp32, to
-#      size the real run to the time left (the cosine schedule needs its length up front);
-#   2. the run: `ihuman train lr-a2v --out RUN --data DATA --device cuda` from the shipped weights
-#      (fine-tuning: the exported bundle has no optimizer state), ended by --time-limit at the latest;
-#   3. `ihuman render` of 4 s on CUDA with the new weights (the Triton kernels compiled for real);
-#   4. `pytest -m gpu` with TRITON_INTERPRET=0 (the kernels and every training task on CUDA).
+#   1. LR-A2V: $LR_WINDOWS new training windows (seeds from $SEED, apart from the CPU run's) rendered
+#      by $WORKERS loader workers and encoded once on the GPU (--latent-cache), a probe of
+#      $PROBE_STEPS steps to time a step, then a cosine schedule sized to $LR_SECONDS (--time-limit
+#      stops it at the latest), fine-tuning the shipped weights (a new optimizer: the exported
+#      bundle has none);
+#   2. the PG-Refiner, from the shipped (untrained) one, on windows rendered while it trains, sized
+#      the same way to $REF_SECONDS or what is left of $BUDGET;
+#   3. the GPU tests of the attention kernels and their tuning candidates, in what time is left.
 #
-# The machine has no internet and no espeak-ng: the clips come as $CARRY/data.tar.xz (from `ihuman
-# data make`), PyAV and webrtcvad unpacked in $CARRY/site.tar.xz when the image lacks them, and
-# held-out evaluation (which synthesises speech) runs back on the developer machine.
+# Held-out evaluation runs back on the developer machine (`ihuman eval ...`, docs/demo.md).
+# The machine has no internet: PyAV and friends travel as wheels in .whl, espeak-ng (the speech of
+# the procedural clips) as Debian packages in .espeak, unpacked under /tmp, with `pcaudio_stub`
+# built there (or, without a C compiler, .espeak/libpcaudio.so.0, built here by it). How to fetch
+# both: docs/demo.md, "Training on a lent GPU". Carry [".whl", ".espeak"]. Dry run on a CPU first:
+#   DEVICE=cpu WORKERS=2 LR_WINDOWS=64 LR_BATCH=8 LR_SECONDS=20 REF_BATCH=2 REF_SECONDS=20 \
+#       PROBE_STEPS=20 TEST_SECONDS=0 bash ihuman/bench/gpu_finetune.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
-CARRY=${CARRY:-.carry}
 PY=${PY:-python3}
-TRAIN_SECONDS=${TRAIN_SECONDS:-300}
-BATCH=${BATCH:-32}
-LR=${LR:-4e-4}
-WORKERS=${WORKERS:-12}
+DEVICE=${DEVICE:-cuda}
 BUNDLE=${BUNDLE:-engine/assets/demo}
-DEVICE=${DEVICE:-cuda}  # cpu: a dry run of the script itself
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 TQDM_MININTERVAL=20 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+WORK=${WORK:-/tmp/ihuman-finetune}
+WORKERS=${WORKERS:-15}
+SEED=${SEED:-300000}
+PROBE_STEPS=${PROBE_STEPS:-60}
+BUDGET=${BUDGET:-540}  # seconds for the whole script: the refiner and the tests get what is left
+LR_WINDOWS=${LR_WINDOWS:-5000}
+LR_BATCH=${LR_BATCH:-64}
+LR_RATE=${LR_RATE:-4e-4}
+LR_SECONDS=${LR_SECONDS:-150}
+REF_BATCH=${REF_BATCH:-16}
+REF_RATE=${REF_RATE:-4e-4}
+REF_SECONDS=${REF_SECONDS:-130}
+TEST_SECONDS=${TEST_SECONDS:-45}
+mkdir -p "$OUT" "$WORK"
+export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=20 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+[ "$DEVICE" = cpu ] || export TRITON_INTERPRET=0
 exec > >(tee "$OUT/session.log") 2>&1
 stamp() { echo "== $(date +%T) $*"; }
+START=$(date +%s)
+left() { echo $((START + BUDGET - $(date +%s))); }  # seconds of the budget left
 
 stamp "machine"
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
-"$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
-if ! "$PY" -c "import av, webrtcvad" 2>/dev/null; then
-    mkdir -p /tmp/site && tar -xJf "$CARRY/site.tar.xz" -C /tmp/site || exit 1
-    export PYTHONPATH="$PYTHONPATH:/tmp/site"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+if [ -d .whl ] && ! "$PY" -c "import av, webrtcvad, pytorch_msssim" 2>/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
-DATA=/tmp/ihuman-data
-mkdir -p "$DATA" && tar -xJf "$CARRY/data.tar.xz" -C "$DATA" || exit 1
-echo "clips: $(ls "$DATA" | wc -l)"
-
-train() {  # train OUT_DIR STEPS PRECISION [extra args]
-    local out=$1 steps=$2 precision=$3
-    shift 3
-    rm -rf "$out" && cp -r "$BUNDLE" "$out"
-    "$PY" -m ihuman train lr-a2v --out "$out" --data "$DATA" --device "$DEVICE" --precision "$precision" \
-        --steps "$steps" --batch "$BATCH" --lr "$LR" --workers "$WORKERS" --eval-clips 0 "$@"
+# espeak-ng links libpcaudio (audio output through ALSA and PulseAudio, absent there); speech goes
+# to stdout here, so a library of its eight entry points that open nothing stands in for it.
+pcaudio_stub() {  # pcaudio_stub OUT.so
+    cc -shared -fPIC -O2 -o "$1" -x c - <<'EOF'
+#include <stddef.h>
+struct audio_object;
+struct audio_object *create_audio_device_object(const char *d, const char *a, const char *b) { return NULL; }
+int audio_object_open(struct audio_object *o, int format, unsigned rate, unsigned channels) { return -1; }
+void audio_object_close(struct audio_object *o) {}
+void audio_object_destroy(struct audio_object *o) {}
+int audio_object_write(struct audio_object *o, const void *data, size_t bytes) { return -1; }
+int audio_object_drain(struct audio_object *o) { return -1; }
+int audio_object_flush(struct audio_object *o) { return -1; }
+const char *audio_object_strerror(struct audio_object *o, int error) { return "no audio output"; }
+EOF
 }
-steps_per_second() {  # from a run's log: steps between its second and last rows over their time
-    "$PY" - "$1/train_lr-a2v.jsonl" <<'EOF'
+if ! command -v espeak-ng >/dev/null; then
+    for deb in .espeak/*.deb; do dpkg -x "$deb" /tmp/espeak || exit 1; done
+    lib=/tmp/espeak/usr/lib/x86_64-linux-gnu
+    pcaudio_stub "$lib/libpcaudio.so.0" 2>/dev/null || cp .espeak/libpcaudio.so.0 "$lib/" || exit 1
+    export PATH="/tmp/espeak/usr/bin:$PATH" LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+        ESPEAK_DATA_PATH="$lib"
+fi
+espeak-ng --version || exit 1
+"$PY" -c "import torch, av; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'av', av.__version__)"
+
+train() {  # train TASK DIR STEPS [options]: `ihuman train` from a copy of the bundle (kept if DIR exists)
+    local task=$1 dir=$2 steps=$3
+    shift 3
+    [ -d "$dir" ] || cp -r "$BUNDLE" "$dir"
+    "$PY" -m ihuman train "$task" --out "$dir" --device "$DEVICE" --steps "$steps" --seed "$SEED" \
+        --workers "$WORKERS" --average 0.999 --eval-clips 0 "$@"
+}
+steps_for() {  # steps_for LOG SECONDS: the steps a probe's log says fit in SECONDS
+    "$PY" - "$1" "$2" <<'EOF'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 if len(rows) < 3:
     sys.exit(f"{sys.argv[1]}: {len(rows)} log rows, too few to time the probe")
-a, b = rows[1], rows[-1]
-print(f"{(b['step'] - a['step']) / (b['seconds'] - a['seconds']):.3f}")
+a, b = rows[1], rows[-1]  # the first row holds the warm-up
+rate = (b["step"] - a["step"]) / (b["seconds"] - a["seconds"])
+print(max(100, int(rate * float(sys.argv[2]))), f"{rate:.2f}")
 EOF
 }
+run_part() {  # run_part TASK PART SECONDS [options]: probe, size, train; weights and log into $OUT
+    local task=$1 part=$2 seconds=$3
+    shift 3
+    stamp "$task: probe of $PROBE_STEPS steps"
+    train "$task" "$WORK/probe-$task" "$PROBE_STEPS" --checkpoint-every 100000 "$@" | tail -2
+    read -r steps rate < <(steps_for "$WORK/probe-$task/train_$task.jsonl" "$seconds") || return 1
+    echo "{\"task\": \"$task\", \"steps_per_s\": $rate, \"steps\": $steps}" | tee -a "$OUT/probe.jsonl"
+    mkdir -p "$WORK/run" && [ -f "$WORK/run/config.json" ] || cp -r "$BUNDLE/." "$WORK/run"
+    # The probe's encoded windows are the run's (the same parts and seed: the store's key).
+    [ -f "$WORK/probe-$task/lr_a2v_windows.safetensors" ] && \
+        ln -f "$WORK/probe-$task/lr_a2v_windows.safetensors" "$WORK/run/"
+    stamp "$task: $steps steps (about $seconds s)"
+    local limit
+    limit=$("$PY" -c "print($seconds * 1.1 / 60)")
+    train "$task" "$WORK/run" "$steps" --checkpoint-every 500 --time-limit "$limit" "$@" | tail -3
+    cp "$WORK/run/$part.safetensors" "$WORK/run/train_$task.jsonl" "$OUT/"
+}
 
-stamp "speed probe"
-train /tmp/probe-bf16 60 bf16 --checkpoint-every 1000 | tail -2
-train /tmp/probe-fp32 40 fp32 --checkpoint-every 1000 | tail -2
-BF16=$(steps_per_second /tmp/probe-bf16) || exit 1
-FP32=$(steps_per_second /tmp/probe-fp32) || exit 1
-echo "{\"batch\": $BATCH, \"steps_per_s_bf16\": $BF16, \"steps_per_s_fp32\": $FP32}" | tee "$OUT/probe.json"
-STEPS=$("$PY" -c "print(max(200, int($BF16 * $TRAIN_SECONDS)))")
+run_part lr-a2v lr_a2v "$LR_SECONDS" --latent-cache "$LR_WINDOWS" --batch "$LR_BATCH" --lr "$LR_RATE"
+# The refiner's probe and start take about a minute: it trains in what is left after them.
+REF_SECONDS=$(( $(left) - 60 < REF_SECONDS ? $(left) - 60 : REF_SECONDS ))
+if [ "$REF_SECONDS" -gt 20 ]; then
+    run_part refiner refiner "$REF_SECONDS" --batch "$REF_BATCH" --lr "$REF_RATE"
+fi
 
-stamp "fine-tune: $STEPS steps"
-LIMIT=$("$PY" -c "print($TRAIN_SECONDS * 1.1 / 60)")
-train /tmp/run "$STEPS" bf16 --checkpoint-every 500 --time-limit "$LIMIT" | tail -3
-cp /tmp/run/lr_a2v.safetensors /tmp/run/train_lr-a2v.jsonl "$OUT/"
-
-stamp "render on CUDA"
-timeout 120 "$PY" -m ihuman render --bundle /tmp/run --device "$DEVICE" --image "$BUNDLE/avatars/demo-1.png" \
-    --audio tests/fixtures/procedural/clip_001000/audio.wav --out /tmp/render.mp4 --no-face-check | tail -2
-
-stamp "GPU tests"
-timeout 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/ihuman_kernels tests/engine/training/test_device.py \
-    2>&1 | tail -25
+TEST_SECONDS=$(( $(left) - 5 < TEST_SECONDS ? $(left) - 5 : TEST_SECONDS ))
+if [ "$TEST_SECONDS" -gt 10 ]; then
+    stamp "GPU tests: attention kernels and tuning"
+    timeout "$TEST_SECONDS" "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/ihuman_kernels 2>&1 | tail -15
+fi
 stamp "done"

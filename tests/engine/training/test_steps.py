@@ -1,6 +1,6 @@
 import torch
 
-from engine.config import DropoutConfig
+from engine.config import DropoutConfig, FlowConfig
 from engine.models.lr_a2v import LRA2V
 from engine.models.refiner import PGRefiner
 from engine.presets import get_preset
@@ -34,6 +34,20 @@ def test_refiner_step_drops_conditions_per_sample() -> None:
     res = refiner_step(PGRefiner(c), refiner_batch(c), generator=torch.Generator().manual_seed(0))
     assert not res.keep["pose"].any() and res.keep["lr"].all()
     assert torch.isfinite(res.loss)
+
+
+def test_refiner_trains_at_its_one_step_samplers_time_by_the_configured_share() -> None:
+    """A one-step refiner is only ever asked at t = 0: that share of its training is drawn there."""
+    base = get_preset("tiny")
+    times = {}
+    for share in (0.0, 0.75):
+        c = base.replace(flow=FlowConfig(refiner_steps=1, refiner_sampler_time_share=share))
+        g = torch.Generator().manual_seed(0)
+        batch = refiner_batch(c)
+        drawn = torch.cat([refiner_step(PGRefiner(c), batch, generator=g).t for _ in range(40)])
+        times[share] = float((drawn == 0).float().mean())
+    assert times[0.0] == 0.0
+    assert 0.6 < times[0.75] < 0.9
 
 
 def test_dropped_reference_reaches_the_model_as_zeros() -> None:
