@@ -178,6 +178,16 @@ LOSS_SPACES = ("velocity", "estimate")  # where the flow-matching error is measu
 
 
 @dataclass(frozen=True)
+class FlowTraining:
+    """One generator's flow-matching training settings (FlowConfig.training)."""
+
+    shift: float  # schedule shift of the drawn times
+    loss_space: str  # LOSS_SPACES
+    sampler_steps: int  # Euler steps of its sampler, whose times take sampler_share of the draws
+    sampler_share: float
+
+
+@dataclass(frozen=True)
 class FlowConfig:
     """Flow matching: sampling schedule and guidance."""
 
@@ -205,6 +215,16 @@ class FlowConfig:
     guidance_reference: float = 1.0
     guidance_audio: float = 1.0
     guidance_text: float = 1.0
+
+    def training(self, generator: str) -> FlowTraining:
+        """What one generator's training draws and measures: `generator` is "lr" or "refiner",
+        the prefix of its fields here."""
+        return FlowTraining(
+            shift=getattr(self, f"{generator}_time_shift"),
+            loss_space=getattr(self, f"{generator}_loss"),
+            sampler_steps=getattr(self, f"{generator}_steps"),
+            sampler_share=getattr(self, f"{generator}_sampler_time_share"),
+        )
 
     def __post_init__(self) -> None:
         for name in ("lr_steps", "refiner_steps"):

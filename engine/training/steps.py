@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from engine.config import DegradationConfig, FlowConfig
+from engine.config import DegradationConfig, FlowConfig, FlowTraining
 from engine.flow import (
     flow_matching_loss,
     noise_frames,
@@ -73,16 +73,16 @@ def _flow_step(
     cond: SegmentConditions,
     target: Tensor,
     keep: Mapping[str, Tensor],
-    shift: float,
+    settings: FlowTraining,
     flow: FlowConfig,
     generator: torch.Generator | None,
     noise: Tensor | None,
     t: Tensor | None,
     spatial_weight: Tensor | None = None,
-    loss_space: str = "velocity",
-    sampler: tuple[int, float] = (1, 0.0),
 ) -> StepResult:
-    """sampler: (Euler steps, share): that share of the drawn times become the sampler's own."""
+    """settings: the generator's shift, loss space, and the share of drawn times that become its
+    sampler's own."""
+    shift = settings.shift
     layout = cond.layout(target.shape[2])
     z1 = torch.cat([cond.prefix, cond.motion, target], dim=2)  # [B, C, P+M+N, H, W]
     if noise is None:
@@ -98,11 +98,11 @@ def _flow_step(
             generator=generator,
             device=target.device,
         )
-        t = with_sampler_times(t, sampler[0], shift, sampler[1], generator)
+        t = with_sampler_times(t, settings.sampler_steps, shift, settings.sampler_share, generator)
     times = layout.frame_times(t)
     z_t = noise_frames(z1, eps, times)
     estimate = model(z_t[:, :, layout.context :], t, cond, all_frames=True)  # [B, C, P+M+N, H, W]
-    if loss_space == "velocity":
+    if settings.loss_space == "velocity":
         pred, true = velocity_from_estimate(estimate, z_t, times), velocity_from_estimate(z1, z_t, times)
     else:
         pred, true = estimate, z1
@@ -133,20 +133,7 @@ def lr_a2v_step(
     keep = sample_keep(batch.target.shape[0], lr_a2v_rates(cfg.dropout), generator, batch.target.device)
     cond = lr_conditions(batch).drop(keep)
     f = cfg.flow
-    return _flow_step(
-        model,
-        cond,
-        batch.target,
-        keep,
-        f.lr_time_shift,
-        f,
-        generator,
-        noise,
-        t,
-        batch.weight,
-        f.lr_loss,
-        (f.lr_steps, f.lr_sampler_time_share),
-    )
+    return _flow_step(model, cond, batch.target, keep, f.training("lr"), f, generator, noise, t, batch.weight)
 
 
 def degraded_conditions(
@@ -184,17 +171,4 @@ def refiner_step(
     keep = sample_keep(batch.target.shape[0], refiner_rates(cfg.dropout), generator, batch.target.device)
     cond = cond.drop(keep)
     f = cfg.flow
-    return _flow_step(
-        model,
-        cond,
-        batch.target,
-        keep,
-        f.refiner_time_shift,
-        f,
-        generator,
-        noise,
-        t,
-        None,
-        f.refiner_loss,
-        (f.refiner_steps, f.refiner_sampler_time_share),
-    )
+    return _flow_step(model, cond, batch.target, keep, f.training("refiner"), f, generator, noise, t)
