@@ -75,7 +75,7 @@ async function startViewer(session) {
 }
 
 // ----- talker --------------------------------------------------------------------------------------
-const talker = { pc: null, channel: null, stream: null, avatar: null, muted: false };
+const talker = { pc: null, channel: null, stream: null, avatar: null, muted: false, session: null };
 
 function setStatus(text) { $("status").textContent = text; document.body.dataset.state = text; }
 function say(text) { $("message").textContent = text || ""; }
@@ -113,10 +113,12 @@ async function start() {
     talker.channel = channelFor(pc, onMessage);
     pc.onconnectionstatechange = () => {
       setStatus(pc.connectionState);
-      if (pc.connectionState === "failed") { say("the connection failed"); stop(); }
+      if (pc.connectionState === "failed") { say("the connection failed"); whyEnded(talker.session); stop(); }
+      else if (pc.connectionState === "disconnected") whyEnded(talker.session, true);
     };
     const text = $("text").value.trim();
     const session = await connect(pc, { role: "talker", avatar: talker.avatar || null, text: text || null });
+    talker.session = session;
     const link = new URL(`/?view=${encodeURIComponent(session)}`, location.href);
     if (token) link.searchParams.set("token", token);
     $("viewer-link").value = link.href;
@@ -125,6 +127,18 @@ async function start() {
     say(error.message);
     stop();
   }
+}
+
+// When the media stop, the server may be unable to say why itself (a fleet's worker that died):
+// the front knows. A session that still runs is a network hiccup, which ICE may get over.
+async function whyEnded(session, stopIfEnded = false) {
+  if (!session) return;
+  try {
+    const state = await api(`/sessions/${encodeURIComponent(session)}`);
+    if (state.state !== "ended") return;
+    say(`the session ended: ${state.reason}`);
+    if (stopIfEnded) stop();
+  } catch (error) { /* the front is unreachable too: "the connection failed" says enough */ }
 }
 
 function stop() {

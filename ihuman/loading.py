@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from engine.checkpoint import read_config
+from engine.config import Config
 from engine.exceptions import EngineError
 from engine.parts import DEFAULT_BUNDLE, PRECISIONS, Parts
 from engine.presets import get_preset
@@ -64,6 +66,15 @@ def _parts(args: argparse.Namespace, allow_random_default: bool) -> Parts:
             "pass --bundle DIR, or --preset P --random-weights to measure speed"
         )
     return Parts.from_bundle(bundle, device)
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The Config of the parts `load_parts(args)` would load, without their weights (a fleet's
+    front frames pictures for workers that hold the weights)."""
+    bundle = args.bundle or DEFAULT_BUNDLE
+    if args.random_weights or (args.bundle is None and not (bundle / "config.json").is_file()):
+        return get_preset(args.preset)
+    return read_config(bundle)[0]
 
 
 def face_check(args: argparse.Namespace, image: Path | None) -> bool:

@@ -47,11 +47,18 @@ class AvatarStore:
     """The demo pictures, plus at most `capacity` uploads (the least recently used goes first).
 
     frame: what an upload goes through before it is kept (the server frames photos by their face
-    and refuses photos without one: NoFaceError); the demo pictures are framed already."""
+    and refuses photos without one: NoFaceError); the demo pictures are framed already.
+    on_evict: told the id of each upload let go (a fleet's workers let go of it too)."""
 
-    def __init__(self, capacity: int = 64, frame: Callable[[Tensor], Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        capacity: int | None = 64,
+        frame: Callable[[Tensor], Tensor] | None = None,
+        on_evict: Callable[[str], None] | None = None,
+    ) -> None:
         self.capacity = capacity
         self.frame = frame
+        self.on_evict = on_evict
         self._avatars: OrderedDict[str, Avatar] = OrderedDict()
 
     def add(self, data: bytes, avatar_id: str | None = None, *, demo: bool = False) -> Avatar:
@@ -66,12 +73,24 @@ class AvatarStore:
                 image = self.frame(image)
             except NoFaceError as err:
                 raise RequestError(str(err), 422) from None
-        avatar = Avatar(avatar_id or secrets.token_urlsafe(9), image, _thumbnail(image), demo)
+        return self.keep(Avatar(avatar_id or secrets.token_urlsafe(9), image, _thumbnail(image), demo))
+
+    def keep(self, avatar: Avatar) -> Avatar:
+        """Store a picture that is already checked and framed (a fleet worker's copy)."""
         self._avatars[avatar.id] = avatar
-        uploads = [a.id for a in self._avatars.values() if not a.demo]
-        for old in uploads[: max(0, len(uploads) - self.capacity)]:
-            del self._avatars[old]
+        if self.capacity is not None:
+            uploads = [a.id for a in self._avatars.values() if not a.demo]
+            for old in uploads[: max(0, len(uploads) - self.capacity)]:
+                self.forget(old)
+                if self.on_evict is not None:
+                    self.on_evict(old)
         return avatar
+
+    def forget(self, avatar_id: str) -> None:
+        self._avatars.pop(avatar_id, None)
+
+    def all(self) -> list[Avatar]:
+        return list(self._avatars.values())
 
     def add_folder(self, folder: Path) -> list[Avatar]:
         """The demo pictures of a bundle (its avatars/*.png), named after their files."""

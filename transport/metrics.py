@@ -9,16 +9,27 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from transport.registry import SessionRegistry
+from transport.session import AvatarSession
+
+
+class SessionCounts(Protocol):
+    """What the collector reads of the session registry (transport.registry)."""
+
+    sessions: dict[str, AvatarSession]
+    max_sessions: int
+    started_total: int
+    rejected_total: int
+    failed_total: int
 
 
 class SessionCollector(Collector):
-    def __init__(self, registry: SessionRegistry) -> None:
+    def __init__(self, registry: SessionCounts) -> None:
         self.registry = registry
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -84,7 +95,7 @@ class RuntimeCollector(Collector):
         yield GaugeMetricFamily("ihuman_asyncio_tasks", "Tasks of the server's event loop", value=tasks)
 
 
-def metrics_registry(sessions: SessionRegistry) -> CollectorRegistry:
+def metrics_registry(sessions: SessionCounts) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SessionCollector(sessions))
     registry.register(RuntimeCollector())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable
 
 from aiortc import RTCConfiguration, RTCSessionDescription
@@ -17,9 +18,10 @@ from aiortc import RTCConfiguration, RTCSessionDescription
 from engine.streaming.engine import Engine
 from engine.streaming.session import SessionOptions
 from transport import commands, messages
-from transport.avatars import AvatarStore
+from transport.avatars import Avatar, AvatarStore
 from transport.errors import RequestError
 from transport.limits import RateLimit
+from transport.metrics import metrics_registry, render
 from transport.outputs import StreamFormat, runners, session_url
 from transport.peers import PeerEvents, connect_peer
 from transport.sdp import check_offer
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MESSAGES_PER_S = 20.0  # a talker's commands are clicks and keystrokes: far below this
 MESSAGE_BURST = 40
+ENDED_KEPT = 256  # why recent sessions ended, for the pages that ask (GET /sessions/{id})
 
 
 class SessionRegistry:
@@ -65,7 +68,9 @@ class SessionRegistry:
         self.started_total = 0
         self.rejected_total = 0
         self.failed_total = 0  # sessions ended because a part of the engine failed
+        self.ended: OrderedDict[str, str] = OrderedDict()  # session id -> why it ended (the newest)
         self._events = PeerEvents(on_message=self._on_message, on_gone=self._on_gone)
+        self._metrics = metrics_registry(self)
 
     async def talker(
         self, offer: RTCSessionDescription, avatar: str | None, text: str | None
@@ -136,24 +141,28 @@ class SessionRegistry:
 
     async def _on_gone(self, live: AvatarSession, peer: Peer) -> None:
         if peer.role == "talker":
-            await self.close(live)
+            await self.close(live, "the talker left")
         else:
             await live.drop_peer(peer)
 
     async def _end_on_failure(self, live: AvatarSession) -> None:
         """A session whose engine part failed is told so and ended; the others run on."""
-        reason = await live.session.failed()
+        notice = f"the avatar session stopped: {await live.session.failed()}"
         for peer in live.peers:
-            peer.send(messages.encode("error", message=f"the avatar session stopped: {reason}"))
+            peer.send(messages.encode("error", message=notice))
         await asyncio.sleep(0.2)  # the message leaves before the peers close
         self.failed_total += 1
-        await self.close(live)
+        await self.close(live, notice)
 
-    async def close(self, live: AvatarSession) -> None:
-        """End a session and release everything it holds (idempotent)."""
+    async def close(self, live: AvatarSession, reason: str = "the session was closed") -> None:
+        """End a session and release everything it holds (idempotent); `reason` is what
+        GET /sessions/{id} says of it afterwards."""
         if live.closed:
             return
         self.sessions.pop(live.id, None)
+        self.ended[live.id] = reason
+        while len(self.ended) > ENDED_KEPT:
+            self.ended.popitem(last=False)
         await live.release()
         await self.engine.close_session(live.session)
         log.info("%s: session closed", live.id)
@@ -166,4 +175,30 @@ class SessionRegistry:
                 for peer in live.peers:
                     peer.send(messages.encode("error", message=notice))
             await asyncio.sleep(0.2)  # the messages leave before the peers close
-        await asyncio.gather(*(self.close(live) for live in running))
+        reason = notice or "the server closed it"
+        await asyncio.gather(*(self.close(live, reason) for live in running))
+
+    # ----- what the HTTP side asks of its session host (transport.server.SessionHost) ------------
+    def running(self) -> int:
+        return len(self.sessions)
+
+    def session_state(self, session_id: str) -> dict[str, str]:
+        if session_id in self.sessions:
+            return {"session": session_id, "state": "running"}
+        if session_id in self.ended:
+            return {"session": session_id, "state": "ended", "reason": self.ended[session_id]}
+        raise RequestError(f"no avatar session {session_id!r}", 404)
+
+    def about(self) -> dict[str, object]:
+        return {"preset": self.engine.config.name, "weights": self.engine.parts.source}
+
+    async def warm_up(self) -> None:
+        if self.engine.parts.compiled:  # compiled generators are built in the warm-up: minutes
+            log.info("warming up: building the compiled generators before taking calls")
+            await self.engine.estimate()
+
+    async def metrics_text(self) -> bytes:
+        return render(self._metrics)
+
+    async def share_avatar(self, avatar: Avatar) -> None:
+        """Nothing to share: the sessions read this process's avatar store."""

@@ -2,7 +2,9 @@
 
 Routes: `GET /` (the client page) and `/client/*` (its files), `POST /offer`
 (SDP offer -> answer, for a talker or a viewer), `POST /avatars` (upload a
-reference picture), `GET /avatars`, `GET /health`, `GET /metrics`.
+reference picture), `GET /avatars`, `GET /sessions/{id}` (running, or why it
+ended), `GET /health`, `GET /metrics`. The sessions themselves run in a
+SessionHost: this process's engine, or a fleet of Ray workers.
 
 Security: binds 127.0.0.1 unless told otherwise, and refuses to listen
 anywhere else without a token; with a token, every route checks it (an
@@ -22,6 +24,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 from aiortc import RTCSessionDescription
@@ -31,13 +34,15 @@ from engine.media.framing import framer
 from engine.streaming.engine import Engine
 from engine.streaming.session import SessionOptions
 from transport import codecs, ice
-from transport.avatars import MAX_UPLOAD_BYTES, AvatarStore
+from transport.avatars import MAX_UPLOAD_BYTES, Avatar, AvatarStore
 from transport.errors import RequestError
 from transport.limits import RateLimit
-from transport.metrics import metrics_registry, render
 from transport.origins import origin_middleware, served_names
 from transport.registry import SessionRegistry
 from transport.session import BenchProbe
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -163,39 +168,73 @@ def prepare_webrtc(settings: ServerSettings) -> None:
     ice.use_host_addresses(settings.ice_addresses)
 
 
+class SessionHost(Protocol):
+    """Where the server's avatar sessions run: a SessionRegistry in this process (`ihuman serve`),
+    or a fleet of workers on Ray (`ihuman serve --ray`, transport.fleet). The HTTP side is the same
+    for both."""
+
+    max_sessions: int
+
+    async def talker(
+        self, offer: RTCSessionDescription, avatar: str | None, text: str | None
+    ) -> tuple[str, str]: ...
+    async def viewer(self, offer: RTCSessionDescription, session_id: str) -> str: ...
+    async def close_all(self, notice: str | None = None) -> None: ...
+    async def share_avatar(self, avatar: Avatar) -> None: ...
+    async def warm_up(self) -> None: ...
+    async def metrics_text(self) -> bytes: ...
+    def running(self) -> int: ...
+    def session_state(self, session_id: str) -> dict[str, str]: ...
+    def about(self) -> dict[str, object]: ...
+
+
+def avatar_store(config: Config, settings: ServerSettings, **kwargs: object) -> AvatarStore:
+    """The pictures talkers pick from: the demo ones (settings.avatar_dir) and uploads, which are
+    framed by their face unless the face check is off."""
+    avatars = AvatarStore(frame=framer(config, settings.face_check, "the uploaded image"), **kwargs)  # type: ignore[arg-type]
+    if settings.avatar_dir is not None and settings.avatar_dir.is_dir():
+        avatars.add_folder(settings.avatar_dir)
+    return avatars
+
+
+def local_server(
+    engine: Engine,
+    settings: ServerSettings,
+    default_avatar: Callable[[], object],
+    *,
+    explicit_avatar: bool = False,
+) -> Server:
+    """The single-process server: every session runs on this process's engine.
+
+    default_avatar: the picture of talkers who pick none — unless the demo pictures exist and
+    the default was not chosen explicitly (--avatar), then the first demo picture."""
+    check_settings(settings)
+    avatars = avatar_store(engine.config, settings)
+    demo = avatars.first_demo()
+    rtc_config = ice.configuration(settings.ice_servers)
+    sessions = SessionRegistry(
+        engine,
+        avatars,
+        (lambda: demo.image) if demo is not None and not explicit_avatar else default_avatar,
+        lambda: rtc_config,
+        max_sessions=settings.max_sessions,
+        connect_timeout_s=settings.connect_timeout_s,
+        options=settings.session_options,
+        video_size=settings.video_size,
+        bench=settings.bench,
+        outputs=settings.outputs,
+        max_viewers=settings.max_viewers,
+    )
+    return Server(settings, avatars, sessions)
+
+
 class Server:
-    def __init__(
-        self,
-        engine: Engine,
-        settings: ServerSettings,
-        default_avatar: Callable[[], object],
-        *,
-        explicit_avatar: bool = False,
-    ) -> None:
-        """default_avatar: the picture of talkers who pick none — unless the demo pictures exist and
-        the default was not chosen explicitly (--avatar), then the first demo picture."""
+    """The HTTP side: the page, offers, avatars, health and metrics, in front of a SessionHost."""
+
+    def __init__(self, settings: ServerSettings, avatars: AvatarStore, sessions: SessionHost) -> None:
         check_settings(settings)
-        self.engine, self.settings = engine, settings
-        rtc_config = ice.configuration(settings.ice_servers)
-        self.avatars = AvatarStore(frame=framer(engine.config, settings.face_check, "the uploaded image"))
-        if settings.avatar_dir is not None and settings.avatar_dir.is_dir():
-            self.avatars.add_folder(settings.avatar_dir)
-        demo = self.avatars.first_demo()
-        self.sessions = SessionRegistry(
-            engine,
-            self.avatars,
-            (lambda: demo.image) if demo is not None and not explicit_avatar else default_avatar,
-            lambda: rtc_config,
-            max_sessions=settings.max_sessions,
-            connect_timeout_s=settings.connect_timeout_s,
-            options=settings.session_options,
-            video_size=settings.video_size,
-            bench=settings.bench,
-            outputs=settings.outputs,
-            max_viewers=settings.max_viewers,
-        )
+        self.settings, self.avatars, self.sessions = settings, avatars, sessions
         self.requests = RateLimit(settings.requests_per_s, settings.request_burst)
-        self.metrics = metrics_registry(self.sessions)
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -212,6 +251,7 @@ class Server:
         app.router.add_post("/avatars", self.upload_avatar)
         app.router.add_get("/avatars", self.list_avatars)
         app.router.add_get("/avatars/{avatar_id}", self.avatar_thumbnail)
+        app.router.add_get("/sessions/{session_id}", self.session_state)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.prometheus)
         app.on_shutdown.append(self._shutdown)
@@ -268,6 +308,7 @@ class Server:
             raise RequestError(f"image of {size} bytes; the limit is {MAX_UPLOAD_BYTES}", 413)
         data = await request.content.read(MAX_UPLOAD_BYTES + 1)
         avatar = self.avatars.add(data)
+        await self.sessions.share_avatar(avatar)  # a fleet's workers have it before the reply
         _, height, width = avatar.image.shape
         return web.json_response({"id": avatar.id, "width": width, "height": height}, status=201)
 
@@ -278,28 +319,29 @@ class Server:
         avatar = self.avatars.get(request.match_info["avatar_id"])
         return web.Response(body=avatar.thumbnail, content_type="image/png")
 
+    async def session_state(self, request: web.Request) -> web.StreamResponse:
+        """Whether a session runs, or why it ended: what a page asks when its connection drops
+        (on a fleet, a worker that died cannot tell its clients itself)."""
+        return web.json_response(self.sessions.session_state(request.match_info["session_id"]))
+
     async def health(self, _request: web.Request) -> web.StreamResponse:
         return web.json_response(
             {
                 "status": "ok",
-                "sessions": len(self.sessions.sessions),
-                "max_sessions": self.settings.max_sessions,
-                "preset": self.engine.config.name,
-                "weights": self.engine.parts.source,
+                "sessions": self.sessions.running(),
+                "max_sessions": self.sessions.max_sessions,
+                **self.sessions.about(),
             }
         )
 
     async def prometheus(self, _request: web.Request) -> web.StreamResponse:
-        return web.Response(body=render(self.metrics), content_type="text/plain", charset="utf-8")
+        text = await self.sessions.metrics_text()
+        return web.Response(body=text, content_type="text/plain", charset="utf-8")
 
 
 async def run(server: Server, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve until cancelled; on_ready(url) once listening."""
-    if server.engine.parts.compiled:
-        # Compiled generators are built in the engine's warm-up (a minute or more): before the
-        # first caller, who would otherwise wait through it.
-        log.info("warming up: building the compiled generators before taking calls")
-        await server.engine.estimate()
+    await server.sessions.warm_up()  # before the first caller, who would otherwise wait through it
     runner = web.AppRunner(server.app(), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, server.settings.host, server.settings.port)
@@ -308,7 +350,7 @@ async def run(server: Server, on_ready: Callable[[str], None] | None = None) -> 
     url = f"http://{host}:{server.settings.port}/"
     if server.settings.token:
         url += f"?token={server.settings.token}"
-    log.info("serving %s with %s", url, server.engine.parts.source)
+    log.info("serving %s with %s", url, server.sessions.about())
     if on_ready:
         on_ready(url)
     # SIGTERM (a service manager, a container stop) and Ctrl-C drain instead of dying mid-write:
@@ -320,7 +362,7 @@ async def run(server: Server, on_ready: Callable[[str], None] | None = None) -> 
         loop.add_signal_handler(number, stop.set)
     try:
         await stop.wait()
-        log.info("stopping: ending %d session(s)", len(server.sessions.sessions))
+        log.info("stopping: ending %d session(s)", server.sessions.running())
     finally:
         for number in signals:
             loop.remove_signal_handler(number)

@@ -29,7 +29,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from prometheus_client.parser import text_string_to_metric_families
 
 from ihuman.bench.calls import MARK_PERIOD_S, marked_speech, served
-from ihuman.bench.timeline import av_offsets, video_mark_times
+from ihuman.bench.timeline import av_offsets, frame_latency, video_mark_times
 from ihuman.bench.webrtc_mode import RATE, MarkedMicrophone, Received, read_audio, read_video
 from transport import ice
 
@@ -60,10 +60,13 @@ class Peer:
         marks = self.microphone.sent_marks
         heard = Received(audio=audio).audio_marks()
         offsets = [o for _, o in av_offsets(video_mark_times(frames, marks), heard, marks)]
+        latencies = [ms for f in frames if (ms := frame_latency(f, marks)) is not None]
         return {
             "role": self.role,
+            "session": self.session,
             "fps": len(frames) / seconds,
             "av_offset_ms": statistics.median(offsets) if offsets else None,
+            "latency_ms": statistics.median(latencies) if latencies else None,
         }
 
     async def close(self) -> None:
@@ -103,13 +106,16 @@ async def _connect(url: str, microphone: MarkedMicrophone, session: str | None) 
 
 
 async def server_sample(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
+    """The server's memory, files, threads, tasks and sessions; a fleet's (`ihuman serve --ray`)
+    summed over its processes: the front and every worker."""
     async with http.get(f"{url}/metrics") as r:
         text = await r.text()
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in SERVER_METRICS:
-                out[SERVER_METRICS[sample.name]] = sample.value
+                key = SERVER_METRICS[sample.name]
+                out[key] = out.get(key, 0.0) + sample.value
     if "rss_mb" in out:
         out["rss_mb"] /= 2**20
     return out
@@ -141,11 +147,16 @@ def summarise(samples: list[dict], warm_up_s: float) -> dict:
     for i in range(peers):
         fps = [s["peers"][i]["fps"] for s in steady]
         offsets = [s["peers"][i]["av_offset_ms"] for s in steady if s["peers"][i]["av_offset_ms"] is not None]
+        latencies = [
+            s["peers"][i]["latency_ms"] for s in steady if s["peers"][i].get("latency_ms") is not None
+        ]
         start = statistics.median(offsets[:3]) if offsets else None
         out["peers"].append(
             {
                 "role": samples[0]["peers"][i]["role"],
+                "session": samples[0]["peers"][i].get("session"),
                 "fps_p50": statistics.median(fps) if fps else None,
+                "latency_p50_ms": statistics.median(latencies) if latencies else None,
                 "fps_min": min(fps) if fps else None,
                 "av_offset_start_ms": start,
                 "av_offset_max_deviation_ms": max(abs(o - start) for o in offsets) if offsets else None,
@@ -168,7 +179,7 @@ async def run_soak(
     seconds = minutes * 60
     speech = np.interp(np.arange(round(len(speech16k) * 3)) / 3, np.arange(len(speech16k)), speech16k)
     ice.use_host_addresses(["127.0.0.1"])
-    arguments = [*server_arguments, "--max-sessions", str(talkers)]
+    arguments = [*server_arguments, "--max-sessions", str(talkers)]  # a fleet's come with it
     samples: list[dict] = []
     async with served(arguments) as (url, _process, _started), aiohttp.ClientSession() as http:
         peers: list[Peer] = []
@@ -223,15 +234,15 @@ def markdown(report: dict) -> str:
         lines.append(f"| {label} | {v['first']:g} | {v['last']:g} | {slope} | {v['growth']:g} |")
     lines += [
         "",
-        "| peer | fps p50 / min | A/V offset at start (ms) | its largest change (ms) |",
-        "|---|---|---|---|",
+        "| peer | fps p50 / min | latency p50 (ms) | A/V offset at start (ms) | its largest change (ms) |",
+        "|---|---|---|---|---|",
     ]
     for i, p in enumerate(s["peers"]):
         start = "-" if p["av_offset_start_ms"] is None else f"{p['av_offset_start_ms']:.0f}"
         change = "-" if p["av_offset_max_deviation_ms"] is None else f"{p['av_offset_max_deviation_ms']:.0f}"
-        lines.append(
-            f"| {i + 1} ({p['role']}) | {p['fps_p50']:.1f} / {p['fps_min']:.1f} | {start} | {change} |"
-        )
+        latency = "-" if p.get("latency_p50_ms") is None else f"{p['latency_p50_ms']:.0f}"
+        fps = f"{p['fps_p50']:.1f} / {p['fps_min']:.1f}"
+        lines.append(f"| {i + 1} ({p['role']}) | {fps} | {latency} | {start} | {change} |")
     return "\n".join([*lines, "", "![soak](soak.png)", ""])
 
 

@@ -232,8 +232,13 @@ def cmd_soak(args: argparse.Namespace) -> int:
         raise EngineError("--talkers must be >= 1 and --viewers >= 0")
     out = args.out or Path("bench-out") / time.strftime("soak-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
+    if args.ray_workers < 0:
+        raise EngineError("--ray-workers must be >= 0")
     speech = _speech(args.audio, 30.0, 16_000)  # looped by each talker
     server = _server_arguments(args, {"video": "x".join(map(str, args.video_size))})
+    if args.ray_workers:  # a fleet on a local Ray, its places shared out as evenly as they go
+        per_worker = -(-args.talkers // args.ray_workers)
+        server += ["--ray", "--workers", str(args.ray_workers), "--sessions-per-worker", str(per_worker)]
     with tqdm(total=args.minutes * 60, desc="soak", unit="s", mininterval=5.0) as bar:
         run = asyncio.run(
             soak.run_soak(
@@ -243,7 +248,11 @@ def cmd_soak(args: argparse.Namespace) -> int:
     report = {
         "bench": "soak",
         "machine": machine(str(loading.torch_device(args.device))),
-        "settings": {**_call_settings(args, {}), "video": "x".join(map(str, args.video_size))},
+        "settings": {
+            **_call_settings(args, {}),
+            "video": "x".join(map(str, args.video_size)),
+            "ray_workers": args.ray_workers,
+        },
         "minutes": args.minutes,
         **run,
         "summary": soak.summarise(run["samples"], min(args.warm_up_s, args.minutes * 60 / 2)),
@@ -326,6 +335,13 @@ def add(sub: argparse._SubParsersAction) -> None:
         type=arguments.resolution,
         default=(1280, 720),
         help="the video the server sends, WxH (default 1280x720)",
+    )
+    soak.add_argument(
+        "--ray-workers",
+        type=int,
+        default=0,
+        help="load a fleet instead: `ihuman serve --ray` with this many workers on a local Ray (default 0: "
+        "one process)",
     )
     soak.add_argument("--audio", type=Path, help="speech the talkers send (default: procedural speech)")
     soak.add_argument("--out", type=Path, help="report folder (default: bench-out/soak-<time>)")

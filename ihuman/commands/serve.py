@@ -4,33 +4,40 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
+import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+from engine.config import Config
 from engine.data.clip import make_clip
 from engine.exceptions import EngineError
 from engine.media.framing import framer
 from engine.media.image import read_image
-from engine.parts import DEFAULT_BUNDLE, Parts
+from engine.parts import DEFAULT_BUNDLE
 from engine.presets import PRESETS
 from engine.streaming.engine import Engine
 from engine.streaming.session import SessionOptions
 from ihuman import arguments, loading, tuning
 from transport.outputs import OutputError, StreamFormat, output_sink
 
+if TYPE_CHECKING:
+    from transport.fleet.front import FleetSettings
+    from transport.server import Server, ServerSettings
+
 DEFAULT_AVATAR_SEED = 1_000_003  # a held-out procedural character
 
 
-def _default_avatar(parts: Parts, image: Path | None, face_check: bool) -> Callable[[], torch.Tensor]:
+def _default_avatar(config: Config, image: Path | None, face_check: bool) -> Callable[[], torch.Tensor]:
     """The picture a talker gets without uploading one: --avatar, else a procedural character."""
     if image is not None:
-        picture = framer(parts.config, face_check, str(image))(read_image(image))
+        picture = framer(config, face_check, str(image))(read_image(image))
     else:
-        hr = parts.config.hr
-        picture = make_clip(DEFAULT_AVATAR_SEED, 1 / parts.config.time.fps, hr.width, hr.height).frames[0]
+        hr = config.hr
+        picture = make_clip(DEFAULT_AVATAR_SEED, 1 / config.time.fps, hr.width, hr.height).frames[0]
     return lambda: picture
 
 
@@ -39,7 +46,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvloop  # noqa: PLC0415
 
-        from transport.server import Server, ServerSettings, prepare_webrtc  # noqa: PLC0415
+        from transport.server import (  # noqa: PLC0415
+            ServerSettings,
+            check_settings,
+            local_server,
+            prepare_webrtc,
+        )
         from transport.server import run as serve  # noqa: PLC0415
         from transport.session import BenchProbe  # noqa: PLC0415
     except ImportError as err:
@@ -58,12 +70,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise EngineError(str(err)) from None
     settings_values = tuning.parse_settings(args.set)
     tuning.apply_process_settings(settings_values)
-    parts = loading.load_parts(args, allow_random_default=True)
+    fleet = fleet_settings(args)
     settings = ServerSettings(
         host=args.host,
         port=args.port,
         token=args.token,
-        max_sessions=args.max_sessions,
+        max_sessions=fleet.sessions_per_worker if fleet else args.max_sessions,
         ice_servers=tuple(args.ice_server),
         ice_addresses=tuple(args.ice_address) if args.ice_address else None,
         video_size=args.video_size,
@@ -76,12 +88,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         bench=BenchProbe(args.bench_extra_delay_ms, args.bench_extra_delay_after_s)
         if args.bench_stamps
         else None,
+        avatar_dir=(args.bundle or DEFAULT_BUNDLE) / "avatars",
     )
-    avatars = (args.bundle or DEFAULT_BUNDLE) / "avatars"
-    settings = dataclasses.replace(settings, avatar_dir=avatars)
-    default = _default_avatar(parts, args.avatar, loading.face_check(args, args.avatar))
-    prepare_webrtc(settings)
-    server = Server(Engine(parts), settings, default, explicit_avatar=args.avatar is not None)
+    check_settings(settings)
+    if fleet is not None:
+        server = _fleet_server(args, settings, fleet, settings_values)
+    else:
+        parts = loading.load_parts(args, allow_random_default=True)
+        default = _default_avatar(parts.config, args.avatar, loading.face_check(args, args.avatar))
+        prepare_webrtc(settings)
+        server = local_server(Engine(parts), settings, default, explicit_avatar=args.avatar is not None)
 
     def ready(url: str) -> None:
         print(f"InfinityHuman Live: open {url} (Ctrl-C stops)", flush=True)
@@ -92,6 +108,74 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as err:  # the port is taken, the address is not ours, ...
         raise EngineError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
     return 0
+
+
+def fleet_settings(args: argparse.Namespace) -> FleetSettings | None:
+    """--ray and its sizes, checked before anything starts (None: the single-process server)."""
+    if args.ray is None:
+        return None
+    if args.output:
+        raise EngineError(
+            "--output goes with the single-process server, not --ray (one stream, many workers)"
+        )
+    if args.ray == LOCAL_RAY:
+        # A Ray of this machine alone: its daemons listen on 127.0.0.1 only (Ray reads this when
+        # it is imported; without it they listen on every address, reachable from the network).
+        os.environ.setdefault(LOOPBACK_RAY, "0")
+    try:
+        from transport.fleet.front import FleetSettings  # noqa: PLC0415
+    except ImportError as err:
+        raise EngineError(
+            f"ihuman serve --ray needs Ray ({err.name} is missing): pip install 'infinityhuman[scale]'"
+        ) from None
+    fleet = FleetSettings(
+        min_workers=args.workers,
+        max_workers=max(args.workers, args.max_workers or args.workers),
+        sessions_per_worker=args.sessions_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
+        idle_s=args.idle_s,
+    )
+    fleet.check()
+    return fleet
+
+
+def _fleet_server(
+    args: argparse.Namespace, settings: ServerSettings, fleet: FleetSettings, process: dict[str, object]
+) -> Server:
+    """The front of a fleet: it frames pictures and places sessions; the workers hold the model."""
+    import ray  # noqa: PLC0415
+
+    from transport.fleet.front import Fleet  # noqa: PLC0415
+    from transport.fleet.worker import WorkerSpec  # noqa: PLC0415
+    from transport.server import Server, avatar_store  # noqa: PLC0415
+
+    config = loading.load_config(args)
+    avatars = avatar_store(config, settings)
+    demo = avatars.first_demo()
+    if demo is not None and args.avatar is None:
+        default = demo.image
+    else:
+        default = _default_avatar(config, args.avatar, loading.face_check(args, args.avatar))()
+    # A local Ray for `--ray` alone; an address (or `auto`) joins a running cluster.
+    ray.init(address=None if args.ray == LOCAL_RAY else args.ray)
+    spec = WorkerSpec(
+        load_parts=functools.partial(loading.load_parts, _picklable(args), allow_random_default=True),
+        settings=settings,
+        default_avatar=default,
+        prepare_process=functools.partial(tuning.apply_process_settings, process),
+    )
+    return Server(settings, avatars, Fleet(spec, avatars, fleet))
+
+
+LOCAL_RAY = "local"
+LOOPBACK_RAY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": single-machine Ray, on loopback
+PART_ARGUMENTS = ("bundle", "preset", "random_weights", "seed", "device", "precision", "compile")
+
+
+def _picklable(args: argparse.Namespace) -> argparse.Namespace:
+    """What load_parts reads of the arguments (the parsed namespace holds the subcommand's function)."""
+    return argparse.Namespace(**{k: getattr(args, k) for k in PART_ARGUMENTS})
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -139,6 +223,34 @@ def add(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="URL",
         help="every talker session also goes here (repeatable; as `ihuman live --output`)",
+    )
+    scale = srv.add_argument_group("a fleet on Ray (pip install 'infinityhuman[scale]'; docs/scale.md)")
+    scale.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL_RAY,
+        metavar="ADDRESS",
+        help="run the sessions on Ray workers: alone, a Ray started here; `auto` or an address, a "
+        "running cluster",
+    )
+    scale.add_argument("--workers", type=int, default=2, help="workers started (default 2)")
+    scale.add_argument(
+        "--max-workers", type=int, help="more workers started when the fleet is full (default: --workers)"
+    )
+    scale.add_argument(
+        "--sessions-per-worker", type=int, default=2, help="sessions each worker takes (default 2)"
+    )
+    scale.add_argument(
+        "--gpus-per-worker", type=float, default=0.0, help="GPUs each worker asks of Ray (default 0)"
+    )
+    scale.add_argument(
+        "--cpus-per-worker", type=float, default=1.0, help="CPUs each worker asks of Ray (default 1)"
+    )
+    scale.add_argument(
+        "--idle-s",
+        type=float,
+        default=300.0,
+        help="spare places for a whole worker this long: one drains and goes (default 300)",
     )
     srv.add_argument("--delay-ms", type=float, help="target delay (default: from the measured compute)")
     srv.add_argument(

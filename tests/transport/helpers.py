@@ -23,7 +23,7 @@ from engine.parts import Parts
 from engine.streaming.engine import Engine
 from engine.streaming.session import SessionOptions
 from transport import ice, messages
-from transport.server import Server, ServerSettings, prepare_webrtc
+from transport.server import Server, ServerSettings, local_server, prepare_webrtc
 from transport.tracks import luma_plane, mono_samples
 
 LOOPBACK = ("127.0.0.1",)
@@ -48,7 +48,7 @@ async def running_server(
     hr = parts.config.hr
     picture = make_clip(picture_seed, 0.04, hr.width, hr.height).frames[0]
     prepare_webrtc(config)
-    server = Server(Engine(parts), config, lambda: picture)
+    server = local_server(Engine(parts), config, lambda: picture)
     runner = web.AppRunner(server.app())
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -6,7 +6,7 @@ from engine.models.refiner import PGRefiner
 from engine.presets import get_preset
 from engine.training.conditioning import lr_a2v_rates, refiner_rates, sample_keep
 from engine.training.steps import lr_a2v_step, refiner_step
-from tests.factories import lr_batch, refiner_batch
+from tests.factories import lr_batch, micro_config, refiner_batch
 
 
 def test_dropout_rates_come_from_config() -> None:
@@ -38,7 +38,7 @@ def test_refiner_step_drops_conditions_per_sample() -> None:
 
 def test_refiner_trains_at_its_one_step_samplers_time_by_the_configured_share() -> None:
     """A one-step refiner is only ever asked at t = 0: that share of its training is drawn there."""
-    base = get_preset("tiny")
+    base = micro_config()
     times = {}
     for share in (0.0, 0.75):
         c = base.replace(flow=FlowConfig(refiner_steps=1, refiner_sampler_time_share=share))
