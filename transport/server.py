@@ -211,11 +211,20 @@ def local_server(
     check_settings(settings)
     avatars = avatar_store(engine.config, settings)
     demo = avatars.first_demo()
+    picture = (lambda: demo.image) if demo is not None and not explicit_avatar else default_avatar
+    sessions = session_registry(engine, avatars, settings, picture)
+    return Server(settings, avatars, sessions)
+
+
+def session_registry(
+    engine: Engine, avatars: AvatarStore, settings: ServerSettings, default_avatar: Callable[[], object]
+) -> SessionRegistry:
+    """The sessions of one process (the single-process server's, or one fleet worker's)."""
     rtc_config = ice.configuration(settings.ice_servers)
-    sessions = SessionRegistry(
+    return SessionRegistry(
         engine,
         avatars,
-        (lambda: demo.image) if demo is not None and not explicit_avatar else default_avatar,
+        default_avatar,
         lambda: rtc_config,
         max_sessions=settings.max_sessions,
         connect_timeout_s=settings.connect_timeout_s,
@@ -225,7 +234,6 @@ def local_server(
         outputs=settings.outputs,
         max_viewers=settings.max_viewers,
     )
-    return Server(settings, avatars, sessions)
 
 
 class Server:

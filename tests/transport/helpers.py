@@ -49,11 +49,18 @@ async def running_server(
     picture = make_clip(picture_seed, 0.04, hr.width, hr.height).frames[0]
     prepare_webrtc(config)
     server = local_server(Engine(parts), config, lambda: picture)
+    async with listening(server, port) as url:
+        yield server, url
+
+
+@contextlib.asynccontextmanager
+async def listening(server: Server, port: int) -> AsyncIterator[str]:
+    """The server's routes on 127.0.0.1:port; yields its base URL."""
     runner = web.AppRunner(server.app())
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield server, f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from engine.checkpoint import save_bundle
 from engine.data.clip import make_clip
@@ -29,7 +28,7 @@ from engine.parts import REQUIRED, Parts
 from engine.streaming.session import SessionOptions
 from ihuman.commands.serve import LOOPBACK_RAY
 from tests.factories import micro_config
-from tests.transport.helpers import LOOPBACK, Client, connect, free_port
+from tests.transport.helpers import LOOPBACK, Client, connect, free_port, listening
 
 pytestmark = pytest.mark.slow  # make test-fast leaves it out
 
@@ -86,16 +85,13 @@ async def running_fleet(bundle: Path, fleet: FleetSettings) -> AsyncIterator[tup
     hosts = Fleet(spec, avatars, fleet)
     server = Server(settings, avatars, hosts)
     await hosts.warm_up()
-    runner = web.AppRunner(server.app())
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield hosts, f"http://127.0.0.1:{port}"
-    finally:
-        await hosts.close_all()
-        for slot in list(hosts.slots.values()):
-            ray.kill(slot.handle, no_restart=True)
-        await runner.cleanup()
+    async with listening(server, port) as url:
+        try:
+            yield hosts, url
+        finally:
+            await hosts.close_all()
+            for slot in list(hosts.slots.values()):
+                ray.kill(slot.handle, no_restart=True)
 
 
 async def get(url: str) -> tuple[int, dict | str]:

@@ -23,11 +23,9 @@ from torch import Tensor
 
 from engine.parts import Parts
 from engine.streaming.engine import Engine
-from transport import ice
 from transport.avatars import Avatar, AvatarStore
 from transport.errors import RequestError
-from transport.registry import SessionRegistry
-from transport.server import ServerSettings, prepare_webrtc
+from transport.server import ServerSettings, prepare_webrtc, session_registry
 
 log = logging.getLogger(__name__)
 
@@ -54,22 +52,8 @@ class FleetWorker:
         spec.prepare_process()
         engine = Engine(spec.load_parts())
         prepare_webrtc(spec.settings)
-        rtc_config = ice.configuration(spec.settings.ice_servers)
         self.avatars = AvatarStore(capacity=None)  # the front bounds the uploads and says what to forget
-        settings = spec.settings
-        self.sessions = SessionRegistry(
-            engine,
-            self.avatars,
-            lambda: spec.default_avatar,
-            lambda: rtc_config,
-            max_sessions=settings.max_sessions,
-            connect_timeout_s=settings.connect_timeout_s,
-            options=settings.session_options,
-            video_size=settings.video_size,
-            bench=settings.bench,
-            outputs=settings.outputs,
-            max_viewers=settings.max_viewers,
-        )
+        self.sessions = session_registry(engine, self.avatars, spec.settings, lambda: spec.default_avatar)
         # A restarted worker is a new process with nothing of the old one: the front tells the
         # two apart by this token and ends the sessions the old one held.
         self.incarnation = secrets.token_hex(8)

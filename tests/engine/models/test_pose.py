@@ -25,7 +25,7 @@ def test_pose_head_learns_keypoints_of_procedural_frames() -> None:
     head = PoseHead(get_preset("tiny"))
     opt = torch.optim.AdamW(head.parameters(), lr=2e-3)
     errors = []
-    for _ in range(60):
+    for _ in range(35):  # the error is under 3 px from about step 25 on
         points, visible, heatmaps = head.predict(window["frames"])
         loss, stats = pose_loss(points, visible, window["points"], window["visibility"], heatmaps, (160, 96))
         opt.zero_grad()
