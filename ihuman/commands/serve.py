@@ -158,7 +158,8 @@ def _fleet_server(
     else:
         default = _default_avatar(config, args.avatar, loading.face_check(args, args.avatar))()
     # A local Ray for `--ray` alone; an address (or `auto`) joins a running cluster.
-    ray.init(address=None if args.ray == LOCAL_RAY else args.ray)
+    # One namespace for every front, so that a front restarted after a crash finds its workers.
+    ray.init(address=None if args.ray == LOCAL_RAY else args.ray, namespace=RAY_NAMESPACE)
     spec = WorkerSpec(
         load_parts=functools.partial(loading.load_parts, _picklable(args), allow_random_default=True),
         settings=settings,
@@ -169,6 +170,7 @@ def _fleet_server(
 
 
 LOCAL_RAY = "local"
+RAY_NAMESPACE = "infinityhuman"
 LOOPBACK_RAY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": single-machine Ray, on loopback
 PART_ARGUMENTS = ("bundle", "preset", "random_weights", "seed", "device", "precision", "compile")
 

@@ -181,6 +181,28 @@ def test_a_fleet_grows_places_admits_streams_fails_over_restarts_and_shrinks(
     asyncio.run(main())
 
 
+def test_a_new_front_takes_over_the_workers_and_calls_of_the_last(
+    local_ray: object, bundle: Path, speech: Path
+) -> None:
+    async def main() -> None:
+        settings = FleetSettings(min_workers=1, max_workers=1, sessions_per_worker=1, name="handover")
+        async with running_fleet(bundle, settings) as (old, old_url):
+            talker = await connect(old_url, speech)
+            await until(lambda: hd_frames(talker) >= 3, "the talker receives video")
+            old.release()  # the old front steps back; its worker and the call run on
+            async with running_fleet(bundle, settings) as (new, url):
+                assert list(new.slots) == ["handover-0"] and new.slots["handover-0"].restarts == 0
+                assert await worker_of(url, talker.session) == "handover-0"  # the directory, rebuilt
+                seen = hd_frames(talker)
+                viewer = await connect(url, session=talker.session)
+                await until(lambda: hd_frames(viewer) >= 3, "a viewer joins through the new front")
+                assert hd_frames(talker) > seen, "the call went on through the handover"
+                await viewer.close()
+            await talker.close()
+
+    asyncio.run(main())
+
+
 async def _ended(url: str, session: str | None) -> bool:
     _, state = await get(f"{url}/sessions/{session}")
     return isinstance(state, dict) and state.get("state") == "ended"

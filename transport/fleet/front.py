@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 HEALTH_INTERVAL_S = 1.0
 CALL_TIMEOUT_S = 10.0  # a status or metrics call that takes longer: the worker counts as stalled
 OFFER_TIMEOUT_S = 30.0  # answering an offer (the engine session opens first)
+CLOSE_TIMEOUT_S = 3.0  # within the server's drain (transport.server.DRAIN_S)
 
 
 @dataclass(frozen=True)
@@ -85,14 +86,40 @@ class Fleet:
 
     # ----- workers ------------------------------------------------------------------------------
     async def warm_up(self) -> None:
-        """Start min_workers workers and wait until they are ready (model loaded, warmed up): the
+        """Take over the workers a previous front of this fleet left running (their calls go on),
+        start more up to min_workers, and wait until all are ready (model loaded, warmed up): the
         server listens after this."""
-        slots = [self._new_slot() for _ in range(self.settings.min_workers)]
+        await self._adopt()
+        slots = [self._new_slot() for _ in range(self.settings.min_workers - len(self.slots))]
         log.info("starting %d workers (%d sessions each)", len(slots), self.settings.sessions_per_worker)
         await asyncio.gather(*(self._bring_up(slot) for slot in slots))
         self._spawn(self._watch())
 
+    async def _adopt(self) -> None:
+        """Workers outlive their front (detached actors): a front that restarts after a crash finds
+        them by name and rebuilds the directory from what each reports."""
+        for number in range(self.settings.max_workers):
+            name = f"{self.settings.name}-{number}"
+            try:
+                handle = ray.get_actor(name)
+            except ValueError:  # no such actor
+                continue
+            slot = Slot(name, handle)
+            try:
+                status = await asyncio.wait_for(_call(handle.status), CALL_TIMEOUT_S)
+                await self._give_avatars(slot)
+            except (RayError, TimeoutError) as err:
+                log.warning("%s is left over but does not answer (%s): removing it", name, err)
+                self._remove(slot)
+                continue
+            self.slots[name] = slot
+            self._take(slot, status)
+            self._counter = max(self._counter, number + 1)
+            log.info("%s taken over with %d session(s)", name, len(slot.sessions))
+
     def _new_slot(self) -> Slot:
+        while f"{self.settings.name}-{self._counter}" in self.slots:
+            self._counter += 1
         name = f"{self.settings.name}-{self._counter}"
         self._counter += 1
         handle = self._actor.options(
@@ -100,6 +127,9 @@ class Fleet:
             num_gpus=self.settings.gpus_per_worker,
             num_cpus=self.settings.cpus_per_worker,
             max_restarts=-1,  # Ray brings a dead worker back; its sessions are gone (failover)
+            # Not tied to the front's life: if the front dies, the calls on the workers go on and a
+            # new front takes the workers over (_adopt). A front that stops cleanly removes them.
+            lifetime="detached",
         ).remote(self._spec)
         slot = Slot(name, handle)
         self.slots[name] = slot
@@ -293,13 +323,24 @@ class Fleet:
         return str(reply["sdp"])
 
     async def close_all(self, notice: str | None = None) -> None:
+        """The server stops: every session is told and ended, and the fleet's workers go with it."""
+
         async def close(slot: Slot) -> None:
             with contextlib.suppress(RayError, TimeoutError):
-                await asyncio.wait_for(_call(slot.handle.close_all, notice), CALL_TIMEOUT_S)
+                await asyncio.wait_for(_call(slot.handle.close_all, notice), CLOSE_TIMEOUT_S)
 
+        self.release()
+        try:
+            await asyncio.gather(*(close(s) for s in self.slots.values() if s.healthy))
+        finally:  # even when the drain is cut short: detached workers would otherwise stay
+            for slot in list(self.slots.values()):
+                self._remove(slot)
+
+    def release(self) -> None:
+        """Stop watching, placing and scaling, and leave the workers and their calls running: for a
+        front that hands over to a new one (an upgrade of the front), which takes them over."""
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*(close(s) for s in self.slots.values() if s.healthy))
 
     async def share_avatar(self, avatar: Avatar) -> None:
         """Every worker has the picture before the upload is answered (a talker may pick it next)."""
