@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import os
 import signal
 import subprocess
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import torch
+from PIL import Image
 
 from engine.checkpoint import save_bundle
 from engine.data.clip import make_clip
@@ -120,6 +123,19 @@ def hd_frames(client: Client) -> int:
     return sum(luma.shape == (720, 1280) for _, _, luma in client.frames)
 
 
+async def upload(url: str, image: torch.Tensor) -> str:
+    """POST /avatars with a PNG; the new picture's id."""
+    buffer = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
+    headers = {"Content-Type": "image/png"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{url}/avatars", data=buffer.getvalue(), headers=headers) as r,
+    ):
+        assert r.status == 201, await r.text()
+        return str((await r.json())["id"])
+
+
 async def worker_of(url: str, session: str | None) -> str:
     status, state = await get(f"{url}/sessions/{session}")
     assert status == 200 and isinstance(state, dict), state
@@ -187,7 +203,8 @@ def test_a_new_front_takes_over_the_workers_and_calls_of_the_last(
     async def main() -> None:
         settings = FleetSettings(min_workers=1, max_workers=1, sessions_per_worker=1, name="handover")
         async with running_fleet(bundle, settings) as (old, old_url):
-            talker = await connect(old_url, speech)
+            picture = await upload(old_url, make_clip(9, 0.04, 320, 176).frames[0])
+            talker = await connect(old_url, speech, avatar=picture)  # the worker has the upload
             await until(lambda: hd_frames(talker) >= 3, "the talker receives video")
             old.release()  # the old front steps back; its worker and the call run on
             async with running_fleet(bundle, settings) as (new, url):
