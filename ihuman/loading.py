@@ -54,27 +54,33 @@ def load_parts(args: argparse.Namespace, *, allow_random_default: bool = False) 
 
 def _parts(args: argparse.Namespace, allow_random_default: bool) -> Parts:
     device = torch_device(args.device)
-    if args.random_weights:
+    bundle = _bundle(args, allow_random_default)
+    if bundle is None:
         return Parts.random(get_preset(args.preset), args.seed, device)
-    bundle = args.bundle or DEFAULT_BUNDLE
-    if args.bundle is None and not (bundle / "config.json").is_file():
-        if allow_random_default:
-            log.warning("no demo bundle at %s: running preset %s with random weights", bundle, args.preset)
-            return Parts.random(get_preset(args.preset), args.seed, device)
-        raise EngineError(
-            f"no --bundle given and no demo bundle at {bundle}; "
-            "pass --bundle DIR, or --preset P --random-weights to measure speed"
-        )
     return Parts.from_bundle(bundle, device)
 
 
 def load_config(args: argparse.Namespace) -> Config:
-    """The Config of the parts `load_parts(args)` would load, without their weights (a fleet's
-    front frames pictures for workers that hold the weights)."""
+    """The Config of the parts `load_parts(args, allow_random_default=True)` loads, without their
+    weights (a fleet's front frames pictures for workers that hold the weights)."""
+    bundle = _bundle(args, allow_random_default=True)
+    return get_preset(args.preset) if bundle is None else read_config(bundle)[0]
+
+
+def _bundle(args: argparse.Namespace, allow_random_default: bool) -> Path | None:
+    """The bundle the arguments name; None: random weights of --preset."""
+    if args.random_weights:
+        return None
     bundle = args.bundle or DEFAULT_BUNDLE
-    if args.random_weights or (args.bundle is None and not (bundle / "config.json").is_file()):
-        return get_preset(args.preset)
-    return read_config(bundle)[0]
+    if args.bundle is None and not (bundle / "config.json").is_file():
+        if allow_random_default:
+            log.warning("no demo bundle at %s: running preset %s with random weights", bundle, args.preset)
+            return None
+        raise EngineError(
+            f"no --bundle given and no demo bundle at {bundle}; "
+            "pass --bundle DIR, or --preset P --random-weights to measure speed"
+        )
+    return bundle
 
 
 def face_check(args: argparse.Namespace, image: Path | None) -> bool:

@@ -188,13 +188,22 @@ class SessionHost(Protocol):
     def about(self) -> dict[str, object]: ...
 
 
-def avatar_store(config: Config, settings: ServerSettings, **kwargs: object) -> AvatarStore:
+def avatar_store(config: Config, settings: ServerSettings) -> AvatarStore:
     """The pictures talkers pick from: the demo ones (settings.avatar_dir) and uploads, which are
     framed by their face unless the face check is off."""
-    avatars = AvatarStore(frame=framer(config, settings.face_check, "the uploaded image"), **kwargs)  # type: ignore[arg-type]
+    avatars = AvatarStore(frame=framer(config, settings.face_check, "the uploaded image"))
     if settings.avatar_dir is not None and settings.avatar_dir.is_dir():
         avatars.add_folder(settings.avatar_dir)
     return avatars
+
+
+def talkers_default(
+    avatars: AvatarStore, default_avatar: Callable[[], object], *, explicit_avatar: bool
+) -> Callable[[], object]:
+    """The picture of talkers who pick none: `default_avatar` — unless the demo pictures exist and
+    the default was not chosen explicitly (--avatar), then the first demo picture."""
+    demo = avatars.first_demo()
+    return (lambda: demo.image) if demo is not None and not explicit_avatar else default_avatar
 
 
 def local_server(
@@ -204,14 +213,10 @@ def local_server(
     *,
     explicit_avatar: bool = False,
 ) -> Server:
-    """The single-process server: every session runs on this process's engine.
-
-    default_avatar: the picture of talkers who pick none — unless the demo pictures exist and
-    the default was not chosen explicitly (--avatar), then the first demo picture."""
+    """The single-process server: every session runs on this process's engine."""
     check_settings(settings)
     avatars = avatar_store(engine.config, settings)
-    demo = avatars.first_demo()
-    picture = (lambda: demo.image) if demo is not None and not explicit_avatar else default_avatar
+    picture = talkers_default(avatars, default_avatar, explicit_avatar=explicit_avatar)
     sessions = session_registry(engine, avatars, settings, picture)
     return Server(settings, avatars, sessions)
 

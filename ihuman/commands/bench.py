@@ -230,10 +230,10 @@ def cmd_soak(args: argparse.Namespace) -> int:
         raise EngineError("--minutes and --sample-s must be > 0")
     if args.talkers < 1 or args.viewers < 0:
         raise EngineError("--talkers must be >= 1 and --viewers >= 0")
-    out = args.out or Path("bench-out") / time.strftime("soak-%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
     if args.ray_workers < 0:
         raise EngineError("--ray-workers must be >= 0")
+    out = args.out or Path("bench-out") / time.strftime("soak-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
     speech = _speech(args.audio, 30.0, 16_000)  # looped by each talker
     server = _server_arguments(args, {"video": "x".join(map(str, args.video_size))})
     if args.ray_workers:  # a fleet on a local Ray, its places shared out as evenly as they go

@@ -130,7 +130,7 @@ def fleet_settings(args: argparse.Namespace) -> FleetSettings | None:
         ) from None
     fleet = FleetSettings(
         min_workers=args.workers,
-        max_workers=max(args.workers, args.max_workers or args.workers),
+        max_workers=args.max_workers or args.workers,
         sessions_per_worker=args.sessions_per_worker,
         gpus_per_worker=args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker,
@@ -148,15 +148,12 @@ def _fleet_server(
 
     from transport.fleet.front import Fleet  # noqa: PLC0415
     from transport.fleet.worker import WorkerSpec  # noqa: PLC0415
-    from transport.server import Server, avatar_store  # noqa: PLC0415
+    from transport.server import Server, avatar_store, talkers_default  # noqa: PLC0415
 
     config = loading.load_config(args)
     avatars = avatar_store(config, settings)
-    demo = avatars.first_demo()
-    if demo is not None and args.avatar is None:
-        default = demo.image
-    else:
-        default = _default_avatar(config, args.avatar, loading.face_check(args, args.avatar))()
+    given = _default_avatar(config, args.avatar, loading.face_check(args, args.avatar))
+    default = talkers_default(avatars, given, explicit_avatar=args.avatar is not None)()
     # A local Ray for `--ray` alone; an address (or `auto`) joins a running cluster.
     # One namespace for every front, so that a front restarted after a crash finds its workers.
     ray.init(address=None if args.ray == LOCAL_RAY else args.ray, namespace=RAY_NAMESPACE)

@@ -29,6 +29,7 @@ from engine.checkpoint import save_bundle
 from engine.data.clip import make_clip
 from engine.parts import REQUIRED, Parts
 from engine.streaming.session import SessionOptions
+from ihuman.cli import main
 from ihuman.commands.serve import LOOPBACK_RAY
 from tests.factories import micro_config
 from tests.transport.helpers import LOOPBACK, Client, connect, free_port, listening
@@ -240,3 +241,18 @@ def test_the_single_process_server_needs_no_ray(tmp_path: Path) -> None:
     assert run.returncode == 2, run.stderr
     assert "pip install 'infinityhuman[scale]'" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--workers", "2", "--max-workers", "1"], "--workers must be at least 1 and at most --max-workers"),
+        (["--sessions-per-worker", "0"], "--sessions-per-worker must be at least 1"),
+        (["--output", "udp://127.0.0.1:9"], "--output goes with the single-process server"),
+    ],
+)
+def test_fleet_arguments_are_checked_before_anything_starts(
+    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--ray", "--port", "1", *arguments]) == 2
+    assert message in capsys.readouterr().err
