@@ -62,8 +62,9 @@ class Parts:
         self.refiner.to(self.dtype)
         return self
 
-    def compile(self) -> Parts:
-        """Run every transformer block of the two generators through torch.compile.
+    def compile(self, backend: str = "inductor") -> Parts:
+        """Run every transformer block of the two generators through torch.compile (`backend`:
+        Inductor, or another of torch.compile's, e.g. "aot_eager" to trace without building kernels).
 
         Why blocks, not whole models: the blocks of a model are alike, so one compiled graph per
         input shape serves all of them (the paper preset's shapes build in about a minute on an
@@ -74,7 +75,7 @@ class Parts:
         graph per shape): the engine's warm-up meets each one a session will (`Engine.estimate`)."""
         for model in (self.lr_a2v, self.refiner):
             for block in model.dit.blocks:
-                block.compile(dynamic=False)
+                block.compile(dynamic=False, backend=backend)
         self.compiled = True
         return self
 

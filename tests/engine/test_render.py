@@ -129,12 +129,20 @@ def test_same_seed_same_video_other_seed_other_video(parts: Parts, reference: Pa
             tmp_path / f"{name}.mp4",
             RenderOptions(generation=GenerationChoices(seed=seed)),
         )
-        videos[name] = np.stack(_read_mp4(tmp_path / f"{name}.mp4")[1])
-    assert np.array_equal(videos["a"], videos["b"])
-    assert not np.array_equal(videos["a"], videos["c"])
+        videos[name] = np.stack(_read_mp4(tmp_path / f"{name}.mp4")[1]).astype(int)
+
+    def change(x: str, y: str) -> float:
+        return float(np.abs(videos[x] - videos[y]).mean())
+
+    # The engine's frames are bit-exact for a seed, but PyAV 18's x264 does not always encode the
+    # same frames to the same bits (measured: a few frames move by under a grey level), so the
+    # videos are compared decoded, on average.
+    assert change("a", "b") < 0.1  # another seed: about 20 grey levels
+    assert change("a", "c") > 1.0
     # The same up to float rounding of z + (x - z) (1e-7 in the latents), which a decoder with
-    # random weights can amplify at a few pixels: on average far below a grey level.
-    assert np.abs(videos["d"].astype(int) - videos["e"].astype(int)).mean() < 0.05
+    # random weights can amplify at a few pixels, and the encoder's own wobble: on average far
+    # below a grey level (0.02 to 0.16 measured, with one torch thread or two).
+    assert change("d", "e") < 0.5
 
 
 def test_empty_audio_is_refused_and_leaves_no_file(parts: Parts, reference: Path, tmp_path: Path) -> None:

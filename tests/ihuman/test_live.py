@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 import wave
 from pathlib import Path
 
@@ -21,12 +23,6 @@ from transport.stamps import find_marks, mark_burst, read_code
 PHOTO = Path(__file__).parents[1] / "fixtures" / "photos" / "grace_hopper.jpg"
 RATE = 16_000
 MARK_AT_S = 2.0  # the tone mark's onset in the input
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _marked_speech(path: Path) -> Path:
@@ -52,22 +48,44 @@ def _marked_speech(path: Path) -> Path:
 
 
 class Receiver(threading.Thread):
-    """A player on loopback: MPEG-TS over UDP, decoded until the sender has been quiet for 5 s."""
+    """A player on loopback: takes the MPEG-TS datagrams sent to its port until the sender has
+    finished and the port has been quiet for a moment, then demuxes and decodes them with FFmpeg
+    as a player would. (FFmpeg's own udp:// reader can only end on a timeout, which must also
+    cover the sender's start-up: seconds of waiting after every stream.)"""
 
-    def __init__(self, port: int) -> None:
+    QUIET_S = 0.5  # after the sender has finished: loopback delivers within milliseconds
+
+    def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.url = f"udp://127.0.0.1:{port}?timeout=5000000&overrun_nonfatal=1&fifo_size=100000"
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.settimeout(0.1)
+        self.url = f"udp://127.0.0.1:{self.socket.getsockname()[1]}"
+        self.sender_done = threading.Event()
         self.streams: list[tuple[str, str, object]] = []
         self.video: list[tuple[float, np.ndarray]] = []  # (stream time, luma)
         self.audio: list[tuple[float, np.ndarray]] = []  # (stream time, mono samples)
         self.audio_rate = 0
         self.error: Exception | None = None
-        self.bound = threading.Event()
+
+    def finish(self, timeout: float = 30.0) -> None:
+        """The sender has finished: read what is still arriving, then decode."""
+        self.sender_done.set()
+        self.join(timeout)
 
     def run(self) -> None:
+        stream = bytearray()
+        last = time.monotonic()
+        with self.socket:
+            while not (self.sender_done.is_set() and time.monotonic() - last > self.QUIET_S):
+                try:
+                    stream += self.socket.recv(65_536)
+                    last = time.monotonic()
+                except TimeoutError:
+                    continue
         try:
-            self.bound.set()  # av.open binds before it waits for the first packet
-            with av.open(self.url, format="mpegts", options={"probesize": "5000000"}) as c:
+            with av.open(io.BytesIO(bytes(stream)), format="mpegts") as c:
                 for s in c.streams:
                     if s.type == "audio":
                         self.audio_rate = s.codec_context.sample_rate
@@ -75,28 +93,24 @@ class Receiver(threading.Thread):
                     else:
                         detail = (s.codec_context.width, s.codec_context.height, s.average_rate)
                     self.streams.append((s.type, s.codec_context.name, detail))
-                try:
-                    for frame in c.decode(*c.streams):
-                        if isinstance(frame, av.VideoFrame):
-                            self.video.append((float(frame.time), frame.to_ndarray(format="gray")))
-                        else:
-                            self.audio.append((float(frame.time), frame.to_ndarray().mean(0)))
-                except av.FFmpegError:
-                    pass  # the 5 s without packets that end a UDP stream
+                for frame in c.decode(*c.streams):
+                    if isinstance(frame, av.VideoFrame):
+                        self.video.append((float(frame.time), frame.to_ndarray(format="gray")))
+                    else:
+                        self.audio.append((float(frame.time), frame.to_ndarray().mean(0)))
         except Exception as err:
             self.error = err
 
 
 @pytest.mark.slow
+@pytest.mark.realtime
 def test_live_to_udp_as_written(tmp_path: Path) -> None:
     """`ihuman live --image X --audio WAV --output udp://127.0.0.1:PORT`: H.264 1280x720 at 25 fps
     with an audio stream, read back by a player."""
     wav = _marked_speech(tmp_path / "talk.wav")
-    port = _free_udp_port()
-    receiver = Receiver(port)
+    receiver = Receiver()
     receiver.start()
-    receiver.bound.wait(5)
-    command = f"live --image {PHOTO} --audio {wav} --output udp://127.0.0.1:{port}"
+    command = f"live --image {PHOTO} --audio {wav} --output {receiver.url}"
     run = subprocess.run(
         [sys.executable, "-m", "ihuman", *command.split()],
         check=False,
@@ -105,7 +119,7 @@ def test_live_to_udp_as_written(tmp_path: Path) -> None:
         timeout=180,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    receiver.join(30)
+    receiver.finish()
     assert receiver.error is None, receiver.error
     assert ("video", "h264", (1280, 720, 25)) in receiver.streams
     assert any(kind == "audio" for kind, _, _ in receiver.streams)
@@ -114,17 +128,16 @@ def test_live_to_udp_as_written(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.realtime
 def test_picture_and_voice_leave_in_sync(tmp_path: Path) -> None:
     """The frame shown when the mark sounds in the received stream is the frame made for that
     moment (its number read from the frame code), within one frame."""
     wav = _marked_speech(tmp_path / "talk.wav")
-    port = _free_udp_port()
-    receiver = Receiver(port)
+    receiver = Receiver()
     receiver.start()
-    receiver.bound.wait(5)
     argv = ["live", "--random-weights", "--image", str(PHOTO), "--audio", str(wav)]
-    assert main([*argv, "--output", f"udp://127.0.0.1:{port}", "--bench-stamps"]) == 0
-    receiver.join(30)
+    assert main([*argv, "--output", receiver.url, "--bench-stamps"]) == 0
+    receiver.finish()
     assert receiver.error is None, receiver.error
     samples = np.concatenate([a for _, a in receiver.audio])
     marks = find_marks(samples, receiver.audio_rate)
@@ -160,6 +173,7 @@ def test_live_refuses_what_it_cannot_serve(tmp_path: Path, capsys: pytest.Captur
 
 
 @pytest.mark.slow
+@pytest.mark.realtime
 def test_ctrl_c_ends_the_session_with_the_recording_complete(tmp_path: Path) -> None:
     wav = _marked_speech(tmp_path / "talk.wav")
     record = tmp_path / "live.mkv"

@@ -193,7 +193,7 @@ async def run(wav: Path, screenshot: Path | None, preset: str, bundle: Path | No
             result["talker_likeness"] = await likeness(page, "#video", live)
             if preset == "demo":
                 judge = load_bundle(bundle or DEFAULT_BUNDLE, ("mouth_judge",)).parts["mouth_judge"].eval()
-                result["mouth"] = await mouth_motion(page, live, judge, seconds=12.0)
+                result["mouth"] = await mouth_motion(page, live, judge, seconds=9.0)
             if screenshot is not None:
                 await page.screenshot(path=str(screenshot))
             link = await page.input_value("#viewer-link")

@@ -17,7 +17,7 @@ import pytest
 
 from tests.transport.browser_session import CHROMIUM
 
-pytestmark = pytest.mark.slow  # make test-fast leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.realtime]  # make test-fast leaves it out
 
 ROOT = Path(__file__).parents[2]
 
@@ -27,8 +27,8 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run `make test` (it installs Debian's chromium)"
     folder = tmp_path_factory.mktemp("browser")
     wav = folder / "speech.wav"
-    # Two phrases, each followed by 3 s of silence (SSML breaks); Chromium loops the file.
-    pause = '<break time="3000ms"/>'
+    # Two phrases, each followed by 2 s of silence (SSML breaks); Chromium loops the file.
+    pause = '<break time="2000ms"/>'
     phrases = ("Hello, this is the fake microphone talking to the avatar.", "One, two, three, four, five.")
     text = f"<speak>{phrases[0]} {pause} {phrases[1]} {pause}</speak>"
     subprocess.run(["espeak-ng", "-m", "-w", str(wav), text], check=True)

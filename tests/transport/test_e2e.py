@@ -21,7 +21,7 @@ from engine.streaming.session import SessionOptions
 from tests.factories import micro_config
 from tests.transport.helpers import connect, envelope, running_server
 
-pytestmark = pytest.mark.slow  # make test-fast leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.realtime]  # make test-fast leaves it out
 
 TRANSPORT_MAX_MS = 350  # the most the WebRTC path may add to D, both ways (see the audio check)
 

@@ -19,6 +19,7 @@ NOWHERE = 9  # the discard port: the client's real address is only reachable thr
 
 
 @pytest.mark.slow
+@pytest.mark.realtime
 def test_a_lossy_jittery_link_with_an_outage_is_survived(tmp_path: Path) -> None:
     """5 % loss and up to 50 ms of jitter both ways, and 2 s with no packets at all: the session
     carries on, and video arrives again after the outage."""

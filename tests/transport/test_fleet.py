@@ -143,13 +143,14 @@ async def worker_of(url: str, session: str | None) -> str:
     return str(state.get("worker") or state["state"])
 
 
+@pytest.mark.realtime
 def test_a_fleet_grows_places_admits_streams_fails_over_restarts_and_shrinks(
     local_ray: object, bundle: Path, speech: Path
 ) -> None:
     """One worker to start, at most two, one session each: the life of a fleet in order."""
 
     async def main() -> None:
-        settings = FleetSettings(min_workers=1, max_workers=2, sessions_per_worker=1, idle_s=4.0)
+        settings = FleetSettings(min_workers=1, max_workers=2, sessions_per_worker=1, idle_s=2.0)
         async with running_fleet(bundle, settings) as (fleet, url):
             first = await connect(url, speech)
             full = r"503.*the fleet is full \(1 of 2 workers running, 1 session each\); another worker is"
@@ -198,6 +199,7 @@ def test_a_fleet_grows_places_admits_streams_fails_over_restarts_and_shrinks(
     asyncio.run(main())
 
 
+@pytest.mark.realtime
 def test_a_new_front_takes_over_the_workers_and_calls_of_the_last(
     local_ray: object, bundle: Path, speech: Path
 ) -> None:

@@ -191,6 +191,7 @@ def test_a_damaged_sound_file_is_read_or_refused(
 
 
 @pytest.mark.slow
+@pytest.mark.realtime
 def test_mutated_offers_never_crash_the_server_or_leak_a_session() -> None:
     """Offers that pass the check reach aiortc: the server answers or refuses, never with 500,
     and every session it opened ends (connect timeout)."""

@@ -84,6 +84,7 @@ def test_a_stalled_receiver_loses_frames_not_the_session() -> None:
     assert runner.stats()["state"] == "closed"
 
 
+@pytest.mark.realtime
 def test_a_receiver_that_comes_late_or_goes_away_is_reconnected() -> None:
     sink = ScriptedSink(refusals=1, drop_after=5)
     runner = OutputRunner(sink).start()
@@ -168,6 +169,7 @@ RECEIVERS = {
 
 
 @pytest.mark.slow
+@pytest.mark.realtime
 def test_streams_reach_listening_receivers(tmp_path: Path) -> None:
     """ffmpeg listens as a TCP player, an SRT peer, an RTMP server and an RTSP server would (all at
     once, one session's frames to each); what each receives is H.264 and AAC, nearly every frame."""
@@ -206,6 +208,7 @@ def test_streams_reach_listening_receivers(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.realtime
 def test_a_served_talker_session_is_also_recorded(tmp_path: Path) -> None:
     """`ihuman serve --output FILE`: the talker's session goes to the peers and to a recording of
     its own (the session id in its name), reported in /metrics while it runs."""

@@ -232,6 +232,7 @@ def test_pages_of_other_sites_cannot_drive_the_server(parts: Parts) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.realtime
 def test_admission_control_bad_messages_and_abandoned_offers(parts: Parts) -> None:
     async def main() -> None:
         async with running_server(parts, max_sessions=1, connect_timeout_s=1.5, max_viewers=1) as (
@@ -295,6 +296,7 @@ def test_admission_control_bad_messages_and_abandoned_offers(parts: Parts) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.realtime
 def test_connect_disconnect_cycles_leak_nothing(parts: Parts) -> None:
     threads_before = set(threading.enumerate())
 
@@ -313,9 +315,9 @@ def test_connect_disconnect_cycles_leak_nothing(parts: Parts) -> None:
         options = SessionOptions(target_delay_ms=500)
         async with running_server(parts, session_options=options) as (server, url):
             baseline_tasks = len(asyncio.all_tasks())
-            for i in range(20):
+            for i in range(14):
                 await cycle(url)
-                if i in (4, 19):
+                if i in (3, 13):
                     for _ in range(50):
                         if not server.sessions.sessions:
                             break
@@ -332,7 +334,8 @@ def test_connect_disconnect_cycles_leak_nothing(parts: Parts) -> None:
         sizes = asyncio.run(main())
     finally:
         tracemalloc.stop()
-    assert sizes[1] - sizes[0] < 3_000_000, sizes  # 15 more sessions, no more memory
+    # 10 more sessions, no more memory (a 1280x720 frame kept per session would be 2.7 MB each)
+    assert sizes[1] - sizes[0] < 2_000_000, sizes
     lingering = [
         t for t in set(threading.enumerate()) - threads_before if t.is_alive() and "session" in t.name
     ]
@@ -363,6 +366,7 @@ def test_demo_avatars_are_offered_and_are_the_default(parts: Parts, tmp_path: Pa
 
 
 @pytest.mark.slow
+@pytest.mark.realtime
 def test_a_session_whose_stage_fails_is_told_and_ended(tmp_path: Path) -> None:
     parts = Parts.random(micro_config(), seed=5)
     wav = tmp_path / "talk.wav"
@@ -390,6 +394,7 @@ def test_a_session_whose_stage_fails_is_told_and_ended(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.realtime
 def test_sigterm_drains_the_server(tmp_path: Path) -> None:
     """`ihuman serve` stopped by SIGTERM: the talker is told, its recording completes, the process
     exits 0 within 5 s."""

@@ -390,6 +390,7 @@ async def _finally(coro: Any, cleanup: Any) -> Any:
 # ----- the two workers overlap (real clock) -------------------------------------------------------
 
 
+@pytest.mark.realtime
 def test_the_two_stages_overlap(micro_parts: Parts) -> None:
     """Each stage sleeps 150 ms: segments complete every ~150 ms (overlapped), not every 300 ms."""
     ends: list[float] = []
