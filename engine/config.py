@@ -168,10 +168,19 @@ class SegmentConfig:
     # still + motion_feedback x (generated - still). 1 is the method; below 1 an error the model
     # adds decays instead of compounding segment after segment (docs/demo.md measures the drift).
     motion_feedback: float = 1.0
+    # The reference's own detail where a decoded frame has not moved from the decoder's still frame
+    # of it (generation/detail.py): a change this large (0-1 scale) keeps the pixel as generated;
+    # 0 turns it off, and the frames are the decoder's alone.
+    detail_tolerance: float = 0.25
+    # Each latent frame's video starts where the last one ended (generation/joins.py): no step
+    # every 4 frames; a change is shown in full (stride - 1) / 2 frames later on average.
+    smooth_joins: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.motion_feedback <= 1:
             raise ConfigError(f"segment.motion_feedback must be in [0, 1], got {self.motion_feedback}")
+        if not 0 <= self.detail_tolerance <= 1:
+            raise ConfigError(f"segment.detail_tolerance must be in [0, 1], got {self.detail_tolerance}")
 
 
 LOSS_SPACES = ("velocity", "estimate")  # where the flow-matching error is measured

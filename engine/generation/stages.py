@@ -28,11 +28,13 @@ from torch import Tensor
 from engine.config import Config
 from engine.exceptions import ConfigError, EngineError
 from engine.flow import euler_sample, sampling_times
+from engine.generation.detail import DetailTransfer, still_detail
+from engine.generation.joins import LatentJoins
 from engine.generation.segments import Segment
 from engine.media.image import fit_image
 from engine.models.degradation import degrade_latent, inference_degradation
 from engine.models.lr_a2v import LRConditions
-from engine.models.refiner import RefinerConditions
+from engine.models.refiner import RefinerConditions, lr_on_hr_grid
 from engine.models.text import TextTokens
 from engine.models.vae import DecoderState
 from engine.parts import Parts
@@ -96,6 +98,8 @@ class Reference:
     hr_prefix: Tensor  # [1, C, 1, H, W]
     lr_history: Tensor  # [1, C, M, h, w]
     lr_still: Tensor  # [1, C, 1, h, w]
+    lr_picture: Tensor  # float [1, 3, h, w] in [0, 1]: the picture as the LR encoder saw it
+    hr_picture: Tensor  # float [1, 3, H, W] in [0, 1]: ... and the HR one
 
     @classmethod
     @torch.no_grad()
@@ -111,6 +115,8 @@ class Reference:
             hr_prefix=parts.vae.encode_image(hr),
             lr_history=still[:, :, 1 : 1 + M],
             lr_still=still[:, :, -1:],
+            lr_picture=lr,
+            hr_picture=hr,
         )
 
 
@@ -148,6 +154,10 @@ def _primed_decoder(parts: Parts, history: Tensor) -> DecoderState:
     return state
 
 
+def _joins(config: Config) -> LatentJoins | None:
+    return LatentJoins(config.time.vae_temporal_stride) if config.segment.smooth_joins else None
+
+
 class LowResStage:
     """LR-A2V, LR decode and pose head for one session: each call does the next segment."""
 
@@ -161,11 +171,27 @@ class LowResStage:
         self.generator = torch.Generator(device).manual_seed(settings.seed)
         self.motion = reference.lr_history  # the last M latents: at first the still history
         self.decoder = _primed_decoder(parts, torch.cat([reference.lr_prefix, reference.lr_history], dim=2))
+        self.detail = self._detail(reference, first=True)
+        self.joins = _joins(cfg)
+
+    def _detail(self, reference: Reference, first: bool = False) -> DetailTransfer | None:
+        # first: the session's first picture, whose prefix and history the decoder was primed with;
+        # a picture set later meets the memory of the last one, so its first frames get no lead.
+        primed = _primed_decoder(self.parts, torch.cat([reference.lr_prefix, reference.lr_history], dim=2))
+        return still_detail(
+            lambda latents: self.parts.vae.decode_stream(latents, primed)[0],
+            reference.lr_picture,
+            reference.lr_still,
+            self.config.time.vae_temporal_stride,
+            self.config.segment.detail_tolerance,
+            with_lead=first,
+        )
 
     def set_reference(self, reference: Reference) -> None:
         """Animate another picture from the next segment: its prefix, and the still latent the
         estimates start from (the motion latents and the decoder's memory carry on)."""
         self.prefix, self.still = reference.lr_prefix, reference.lr_still
+        self.detail = self._detail(reference)
 
     def set_text(self, tokens: TextTokens) -> None:
         self.text = tokens
@@ -199,6 +225,10 @@ class LowResStage:
         """New LR latents [1, C, N, h, w] -> their LR frames and keypoints."""
         video, self.decoder = self.parts.vae.decode_stream(latents, self.decoder)
         frames = video[0].transpose(0, 1).clamp(0, 1)  # [T, 3, h, w]
+        if self.detail is not None:
+            frames = self.detail.apply(frames)
+        if self.joins is not None:
+            frames = self.joins.apply(frames)
         points, _ = self.parts.pose(frames)  # [T, K, 2]
         return DecodedLowRes(latents=latents, frames=frames, keypoints=points)
 
@@ -221,10 +251,27 @@ class RefineStage:
         self.generator = torch.Generator(device).manual_seed(settings.seed + 1)
         self.motion = self.prefix[:, :, :0]  # the last HR latents, up to segment.refiner_motion_latents
         self.decoder = _primed_decoder(parts, reference.hr_prefix)
+        self.detail = self._detail(reference, first=True)
+        self.joins = _joins(cfg)
+
+    def _detail(self, reference: Reference, first: bool = False) -> DetailTransfer | None:
+        # The still frame is the one a fresh refiner makes of the picture held still (the LR still
+        # latent on the HR grid); where a trained one changes more than the tolerance, its frame
+        # is kept as it is.
+        primed = _primed_decoder(self.parts, reference.hr_prefix)
+        return still_detail(
+            lambda latents: self.parts.vae.decode_stream(latents, primed)[0],
+            reference.hr_picture,
+            lr_on_hr_grid(reference.lr_still, self.config),
+            self.config.time.vae_temporal_stride,
+            self.config.segment.detail_tolerance,
+            with_lead=first,
+        )
 
     def set_reference(self, reference: Reference) -> None:
         """Refine towards another picture from the next segment (its HR prefix)."""
         self.prefix = reference.hr_prefix
+        self.detail = self._detail(reference)
 
     def set_text(self, tokens: TextTokens) -> None:
         self.text = tokens
@@ -254,4 +301,9 @@ class RefineStage:
         check_finite("the refiner", hr_latents)
         self.motion = _keep_last(self.motion, hr_latents, cfg.segment.refiner_motion_latents)
         video, self.decoder = parts.vae.decode_stream(hr_latents, self.decoder)  # [1, 3, T, H, W]
-        return to_uint8(video[0].transpose(0, 1))
+        frames = video[0].transpose(0, 1).clamp(0, 1)
+        if self.detail is not None:
+            frames = self.detail.apply(frames)
+        if self.joins is not None:
+            frames = self.joins.apply(frames)
+        return to_uint8(frames)

@@ -41,7 +41,7 @@ def test_slopes_and_offsets_are_measured_after_the_warm_up() -> None:
 def test_a_short_soak_on_loopback_writes_its_report(tmp_path: Path) -> None:
     out = tmp_path / "soak"
     command = [sys.executable, "-m", "ihuman", "bench", "soak", "--preset", "tiny", "--random-weights"]
-    command += ["--minutes", "0.2", "--talkers", "1", "--viewers", "1", "--sample-s", "4", "--out", str(out)]
+    command += ["--minutes", "0.15", "--talkers", "1", "--viewers", "1", "--sample-s", "3", "--out", str(out)]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())

@@ -22,7 +22,10 @@ NOWHERE = 9  # the discard port: the client's real address is only reachable thr
 @pytest.mark.realtime
 def test_a_lossy_jittery_link_with_an_outage_is_survived(tmp_path: Path) -> None:
     """5 % loss and up to 50 ms of jitter both ways, and 2 s with no packets at all: the session
-    carries on, and video arrives again after the outage."""
+    carries on, and video arrives again after the outage. How soon depends on the size of the
+    frames that must come through whole: the micro parts' blurred picture came back within a
+    second; the picture itself, sharp (the reference's detail, generation/detail.py), takes 4 to 5 s
+    at this loss (measured), then arrives in a burst of what was held back."""
     wav = tmp_path / "talk.wav"
     words = "This avatar keeps talking while the network drops packets and goes silent for a moment."
     subprocess.run(["espeak-ng", "-w", str(wav), words], check=True)
@@ -41,7 +44,7 @@ def test_a_lossy_jittery_link_with_an_outage_is_survived(tmp_path: Path) -> None
             client = await connect(
                 url, wav, sent_offer=lambda sdp: with_port(sdp, NOWHERE), answer=through_relay
             )
-            await asyncio.sleep(outage[1] + 4.0)
+            await asyncio.sleep(outage[1] + 8.0)
             running = client.session in server.sessions.sessions
             frames = list(client.frames)
             await client.close()

@@ -37,25 +37,51 @@ def _inputs(parts: Parts, segments: int = 3) -> tuple[Reference, AudioFeatureStr
     return Reference.encode(parts, image), features
 
 
+def _stages(parts: Parts, steps: int) -> tuple[Reference, AudioFeatureStream, LowResStage, RefineStage]:
+    reference, features = _inputs(parts)
+    settings = GenerationSettings.from_config(parts.config, GenerationChoices(lr_steps=steps, seed=7))
+    low, refine = LowResStage(parts, reference, settings), RefineStage(parts, reference, settings)
+    return reference, features, low, refine
+
+
 @pytest.mark.parametrize("steps", [1, 3])
 def test_fresh_parts_stream_the_reference_still(steps: int) -> None:
-    """Untrained generators show the picture, not noise: every LR latent is the still reference and
-    the refiner's frames are the LR latents on the HR grid, decoded."""
-    parts = Parts.random(MICRO, seed=1)
-    reference, features = _inputs(parts)
-    settings = GenerationSettings.from_config(MICRO, GenerationChoices(lr_steps=steps, seed=7))
-    low, refine = LowResStage(parts, reference, settings), RefineStage(parts, reference, settings)
-    upscaled = []
+    """Untrained generators show the picture, not noise: every LR latent is the still reference, the
+    refiner's latents are the LR latents on the HR grid, and with the reference's detail put back
+    where nothing moved (generation/detail.py) the frames are the picture itself, at both sizes."""
+    reference, features, low, refine = _stages(Parts.random(MICRO, seed=1), steps)
     for i in range(3):
         seg = segment(i, MICRO)
         decoded = low.run(seg, features.windows(seg))
         still = reference.lr_still.expand_as(decoded.latents)
         torch.testing.assert_close(decoded.latents, still, atol=1e-5, rtol=1e-5)
+        # Up to the float rounding of the latents (1e-7), which a random decoder amplifies.
+        picture = reference.lr_picture.expand_as(decoded.frames)
+        torch.testing.assert_close(decoded.frames, picture, atol=5e-3, rtol=0)
         frames = refine.run(decoded)
-        upscaled.append(lr_on_hr_grid(decoded.latents, MICRO))
+        hr_picture = to_uint8(reference.hr_picture.expand(frames.shape[0], -1, -1, -1))
+        assert (frames.int() - hr_picture.int()).abs().max() <= 1
+
+
+def test_without_the_detail_and_the_joins_the_frames_are_the_decoders() -> None:
+    """segment.detail_tolerance 0, smooth_joins off: the HR frames are the LR latents on the HR
+    grid, decoded."""
+    plain = dataclasses.replace(MICRO.segment, detail_tolerance=0.0, smooth_joins=False)
+    config = MICRO.replace(segment=plain)
+    parts = Parts.random(config, seed=1)
+    reference, features, low, refine = _stages(parts, 1)
+    upscaled = []
+    for i in range(3):
+        seg = segment(i, config)
+        decoded = low.run(seg, features.windows(seg))
+        frames = refine.run(decoded)
+        upscaled.append(lr_on_hr_grid(decoded.latents, config))
         expected = parts.vae.decode(torch.cat([reference.hr_prefix, *upscaled], dim=2))[0, :, 1:]
         last = to_uint8(expected.transpose(0, 1)[-frames.shape[0] :])
         assert (frames.int() - last.int()).abs().max() <= 1
+        # a random decoder is far from the picture: the detail is what made them equal above
+        picture = to_uint8(reference.hr_picture.expand(frames.shape[0], -1, -1, -1))
+        assert (frames.float() - picture.float()).abs().mean() > 5
 
 
 def test_one_step_is_the_guided_estimate_from_the_sessions_noise() -> None:

@@ -1,0 +1,94 @@
+"""The reference's own detail where the picture has not moved.
+
+The autoencoder blurs what it reconstructs (30.7 dB on held-out procedural frames; a photo's eyes
+and glasses soften), so a frame decoded from generated latents is never sharper than the decoder's
+round trip of the reference, even where nothing moved. But the reference is known exactly, and so
+is what the decoder makes of it held still: where a generated frame still matches that still
+decode, the difference between reference and still decode is the decoder's error at that place,
+and adding it back gives the reference's own pixels. Where the frame has moved away from the still
+decode (a mouth opening, a turning head, a hand), the reference's detail would sit in the wrong
+place, so the frame stays as generated; between the two, the share fades with the change.
+
+A generator that keeps the picture still therefore streams the reference exactly, and what it
+moves shows as it generated it. The change is measured per pixel (the largest of the three
+channels), widened by `reach` pixels so that the reference's detail does not ring along the edges
+of what moved, then softened over as many.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class DetailTransfer:
+    """For one session and one resolution: the reference and the decoder's still frames of it.
+
+    picture: float [3, H, W] in [0, 1], the reference at this resolution (what the encoder saw).
+    still: float [P, 3, H, W], the frames the decoder makes of the still latent, one per position
+    within a latent frame (the decoder unfolds each latent into P frames, not always alike).
+    tolerance: a change from the still frame this large (0-1 scale, the config's
+    segment.detail_tolerance) keeps the pixel as generated.
+    lead: float [P, 3, H, W], the still latent's frames when it is the first the decoder sees after
+    the prefix and history it was primed with (its memory still holds them); the first P frames the
+    transfer sees use them.
+    """
+
+    def __init__(
+        self, picture: Tensor, still: Tensor, tolerance: float, reach: int = 2, lead: Tensor | None = None
+    ) -> None:
+        if (
+            still.dim() != 4
+            or still.shape[1:] != picture.shape
+            or (lead is not None and lead.shape != still.shape)
+        ):
+            shapes = f"{list(still.shape)} against {list(picture.shape)}"
+            raise ValueError(f"the still frames do not match the picture: {shapes}")
+        self.picture, self.still, self.lead = picture, still, lead
+        self.tolerance, self.reach = tolerance, reach
+
+    def weight(self, frames: Tensor, still: Tensor) -> Tensor:
+        """[T, 1, H, W] in [0, 1]: how much of the reference's detail each pixel of `frames` takes
+        against the still frames `still` [T, 3, H, W] (1 = unmoved)."""
+        change = (frames - still).abs().amax(1, keepdim=True)
+        if self.reach:
+            k = 2 * self.reach + 1
+            change = F.max_pool2d(change, k, stride=1, padding=self.reach)
+            change = F.avg_pool2d(change, k, stride=1, padding=self.reach, count_include_pad=False)
+        return (1 - change / self.tolerance).clamp(0, 1)
+
+    def apply(self, frames: Tensor) -> Tensor:
+        """frames float [T, 3, H, W] in [0, 1], the stream's next frames, decoded from whole latent
+        frames -> the same with the reference's detail where they did not move."""
+        still = self.still[torch.arange(frames.shape[0], device=frames.device) % self.still.shape[0]]
+        if self.lead is not None:
+            P = min(self.lead.shape[0], frames.shape[0])
+            still = torch.cat([self.lead[:P], still[P:]])
+            self.lead = None
+        residual = self.picture[None] - still  # the decoder's error, per position
+        return (frames + self.weight(frames, still) * residual).clamp(0, 1)
+
+
+@torch.no_grad()
+def still_detail(
+    decode: Callable[[Tensor], Tensor],
+    picture: Tensor,
+    still_latent: Tensor,
+    stride: int,
+    tolerance: float,
+    with_lead: bool,
+) -> DetailTransfer | None:
+    """The transfer for a stream whose decoder turns latents into frames with `decode` (from the
+    memory it has now, not advancing it). The still latent [1, C, 1, h, w] is decoded twice: the
+    second time gives the settled frames; the first, the lead when `with_lead` (the stream's next
+    latent is its first from that memory). None when off (tolerance 0)."""
+    if tolerance <= 0:
+        return None
+    video = (
+        decode(still_latent.expand(-1, -1, 2, -1, -1))[0].transpose(0, 1).clamp(0, 1)
+    )  # [2 stride, 3, H, W]
+    lead = video[:stride] if with_lead else None
+    return DetailTransfer(picture[0].to(video), video[stride:], tolerance, lead=lead)
