@@ -11,8 +11,8 @@ place, so the frame stays as generated; between the two, the share fades with th
 
 A generator that keeps the picture still therefore streams the reference exactly, and what it
 moves shows as it generated it. The change is measured per pixel (the largest of the three
-channels), widened by `reach` pixels so that the reference's detail does not ring along the edges
-of what moved, then softened over as many.
+channels), widened by a block of `reach` pixels so that the reference's detail does not ring along
+the edges of what moved, then softened over as much.
 """
 
 from __future__ import annotations
@@ -55,9 +55,14 @@ class DetailTransfer:
         against the still frames `still` [T, 3, H, W] (1 = unmoved)."""
         change = (frames - still).abs().amax(1, keepdim=True)
         if self.reach:
-            k = 2 * self.reach + 1
-            change = F.max_pool2d(change, k, stride=1, padding=self.reach)
-            change = F.avg_pool2d(change, k, stride=1, padding=self.reach, count_include_pad=False)
+            # On blocks of `reach` pixels: widened by a block each way, softened over as many, then
+            # back to pixels (a 5x5 max filter on every pixel cost 24 ms a segment at 320x176 on two
+            # CPU cores, this 2 ms).
+            H, W = change.shape[-2:]
+            blocks = F.max_pool2d(change, self.reach, ceil_mode=True) if self.reach > 1 else change
+            blocks = F.max_pool2d(blocks, 3, stride=1, padding=1)
+            blocks = F.avg_pool2d(blocks, 3, stride=1, padding=1, count_include_pad=False)
+            change = F.interpolate(blocks, size=(H, W), mode="bilinear", align_corners=False)
         return (1 - change / self.tolerance).clamp(0, 1)
 
     def apply(self, frames: Tensor) -> Tensor:

@@ -171,10 +171,13 @@ class LowResStage:
         self.generator = torch.Generator(device).manual_seed(settings.seed)
         self.motion = reference.lr_history  # the last M latents: at first the still history
         self.decoder = _primed_decoder(parts, torch.cat([reference.lr_prefix, reference.lr_history], dim=2))
-        self.detail = self._detail(reference, first=True)
+        # The detail's still frames cost two decodes: made by the next decode, on the stage's own
+        # thread (a live session builds its stages on the event loop).
+        self.detail: DetailTransfer | None = None
+        self.detail_for: tuple[Reference, bool] | None = (reference, True)
         self.joins = _joins(cfg)
 
-    def _detail(self, reference: Reference, first: bool = False) -> DetailTransfer | None:
+    def _detail(self, reference: Reference, first: bool) -> DetailTransfer | None:
         # first: the session's first picture, whose prefix and history the decoder was primed with;
         # a picture set later meets the memory of the last one, so its first frames get no lead.
         primed = _primed_decoder(self.parts, torch.cat([reference.lr_prefix, reference.lr_history], dim=2))
@@ -191,7 +194,7 @@ class LowResStage:
         """Animate another picture from the next segment: its prefix, and the still latent the
         estimates start from (the motion latents and the decoder's memory carry on)."""
         self.prefix, self.still = reference.lr_prefix, reference.lr_still
-        self.detail = self._detail(reference)
+        self.detail_for = (reference, False)
 
     def set_text(self, tokens: TextTokens) -> None:
         self.text = tokens
@@ -223,6 +226,8 @@ class LowResStage:
     @torch.no_grad()
     def decode(self, latents: Tensor) -> DecodedLowRes:
         """New LR latents [1, C, N, h, w] -> their LR frames and keypoints."""
+        if self.detail_for is not None:
+            self.detail, self.detail_for = self._detail(*self.detail_for), None
         video, self.decoder = self.parts.vae.decode_stream(latents, self.decoder)
         frames = video[0].transpose(0, 1).clamp(0, 1)  # [T, 3, h, w]
         if self.detail is not None:
@@ -251,10 +256,11 @@ class RefineStage:
         self.generator = torch.Generator(device).manual_seed(settings.seed + 1)
         self.motion = self.prefix[:, :, :0]  # the last HR latents, up to segment.refiner_motion_latents
         self.decoder = _primed_decoder(parts, reference.hr_prefix)
-        self.detail = self._detail(reference, first=True)
+        self.detail: DetailTransfer | None = None  # made by the next run (as LowResStage's)
+        self.detail_for: tuple[Reference, bool] | None = (reference, True)
         self.joins = _joins(cfg)
 
-    def _detail(self, reference: Reference, first: bool = False) -> DetailTransfer | None:
+    def _detail(self, reference: Reference, first: bool) -> DetailTransfer | None:
         # The still frame is the one a fresh refiner makes of the picture held still (the LR still
         # latent on the HR grid); where a trained one changes more than the tolerance, its frame
         # is kept as it is.
@@ -271,7 +277,7 @@ class RefineStage:
     def set_reference(self, reference: Reference) -> None:
         """Refine towards another picture from the next segment (its HR prefix)."""
         self.prefix = reference.hr_prefix
-        self.detail = self._detail(reference)
+        self.detail_for = (reference, False)
 
     def set_text(self, tokens: TextTokens) -> None:
         self.text = tokens
@@ -300,6 +306,8 @@ class RefineStage:
             hr_latents = euler_sample(parts.refiner.velocity(cond), noise, self.times)
         check_finite("the refiner", hr_latents)
         self.motion = _keep_last(self.motion, hr_latents, cfg.segment.refiner_motion_latents)
+        if self.detail_for is not None:
+            self.detail, self.detail_for = self._detail(*self.detail_for), None
         video, self.decoder = parts.vae.decode_stream(hr_latents, self.decoder)  # [1, 3, T, H, W]
         frames = video[0].transpose(0, 1).clamp(0, 1)
         if self.detail is not None:
