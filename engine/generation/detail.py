@@ -47,7 +47,10 @@ class DetailTransfer:
         ):
             shapes = f"{list(still.shape)} against {list(picture.shape)}"
             raise ValueError(f"the still frames do not match the picture: {shapes}")
-        self.picture, self.still, self.lead = picture, still, lead
+        self.still, self.lead = still, lead
+        # The decoder's error, per position (and for the lead): what a frame that did not move gets.
+        self.residual = picture[None] - still
+        self.lead_residual = None if lead is None else picture[None] - lead
         self.tolerance, self.reach = tolerance, reach
 
     def weight(self, frames: Tensor, still: Tensor) -> Tensor:
@@ -68,12 +71,13 @@ class DetailTransfer:
     def apply(self, frames: Tensor) -> Tensor:
         """frames float [T, 3, H, W] in [0, 1], the stream's next frames, decoded from whole latent
         frames -> the same with the reference's detail where they did not move."""
-        still = self.still[torch.arange(frames.shape[0], device=frames.device) % self.still.shape[0]]
-        if self.lead is not None:
+        positions = torch.arange(frames.shape[0], device=frames.device) % self.still.shape[0]
+        still, residual = self.still[positions], self.residual[positions]
+        if self.lead is not None and self.lead_residual is not None:
             P = min(self.lead.shape[0], frames.shape[0])
             still = torch.cat([self.lead[:P], still[P:]])
-            self.lead = None
-        residual = self.picture[None] - still  # the decoder's error, per position
+            residual = torch.cat([self.lead_residual[:P], residual[P:]])
+            self.lead = self.lead_residual = None
         return (frames + self.weight(frames, still) * residual).clamp(0, 1)
 
 

@@ -19,6 +19,7 @@ generator); the reference prefix latents are encoded once per session
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -154,8 +155,60 @@ def _primed_decoder(parts: Parts, history: Tensor) -> DecoderState:
     return state
 
 
-def _joins(config: Config) -> LatentJoins | None:
-    return LatentJoins(config.time.vae_temporal_stride) if config.segment.smooth_joins else None
+StillPicture = Callable[[Reference], tuple[Tensor, Tensor, Tensor]]
+
+
+class _Finish:
+    """What a stage's decoded frames go through before they leave it: the reference's own detail
+    where they did not move (generation/detail.py) and the joins between latent frames (joins.py).
+
+    The detail's still frames cost two decodes, so they are made by the first segment after a
+    picture is set, on the stage's own thread (a live session builds its stages, and sets a new
+    picture, on the event loop). still_picture(reference) gives, at the stage's resolution, the
+    latents its decoder was primed with, the picture, and the still latent."""
+
+    def __init__(self, parts: Parts, still_picture: StillPicture, reference: Reference) -> None:
+        cfg = parts.config
+        self.parts, self.still_picture = parts, still_picture
+        self.stride, self.tolerance = cfg.time.vae_temporal_stride, cfg.segment.detail_tolerance
+        # first: the session's first picture, whose latents the stream's decoder was primed with;
+        # a picture set later meets the memory of the last one, so its first frames get no lead.
+        self.pending: tuple[Reference, bool] | None = (reference, True)
+        self.detail: DetailTransfer | None = None
+        self.joins = LatentJoins(self.stride) if cfg.segment.smooth_joins else None
+
+    def set_reference(self, reference: Reference) -> None:
+        self.pending = (reference, False)
+
+    def __call__(self, frames: Tensor) -> Tensor:
+        """float [T, 3, H, W] in [0, 1], decoded from whole latent frames -> the frames shown."""
+        if self.pending is not None and self.tolerance > 0:  # 0: no detail, nothing to decode
+            (reference, first), self.pending = self.pending, None
+            primed_with, picture, still = self.still_picture(reference)
+            primed = _primed_decoder(self.parts, primed_with)
+
+            def decode(latents: Tensor) -> Tensor:
+                return self.parts.vae.decode_stream(latents, primed)[0]
+
+            self.detail = still_detail(decode, picture, still, self.stride, self.tolerance, with_lead=first)
+        if self.detail is not None:
+            frames = self.detail.apply(frames)
+        return frames if self.joins is None else self.joins.apply(frames)
+
+
+def _lr_still_picture(reference: Reference) -> tuple[Tensor, Tensor, Tensor]:
+    return (
+        torch.cat([reference.lr_prefix, reference.lr_history], dim=2),
+        reference.lr_picture,
+        reference.lr_still,
+    )
+
+
+def _hr_still_picture(reference: Reference, config: Config) -> tuple[Tensor, Tensor, Tensor]:
+    # The still frame is the one a fresh refiner makes of the picture held still (the LR still
+    # latent on the HR grid); where a trained one changes more than the tolerance, its frame is
+    # kept as it is.
+    return reference.hr_prefix, reference.hr_picture, lr_on_hr_grid(reference.lr_still, config)
 
 
 class LowResStage:
@@ -170,31 +223,14 @@ class LowResStage:
         self.guidance = self.model.guidance()
         self.generator = torch.Generator(device).manual_seed(settings.seed)
         self.motion = reference.lr_history  # the last M latents: at first the still history
-        self.decoder = _primed_decoder(parts, torch.cat([reference.lr_prefix, reference.lr_history], dim=2))
-        # The detail's still frames cost two decodes: made by the next decode, on the stage's own
-        # thread (a live session builds its stages on the event loop).
-        self.detail: DetailTransfer | None = None
-        self.detail_for: tuple[Reference, bool] | None = (reference, True)
-        self.joins = _joins(cfg)
-
-    def _detail(self, reference: Reference, first: bool) -> DetailTransfer | None:
-        # first: the session's first picture, whose prefix and history the decoder was primed with;
-        # a picture set later meets the memory of the last one, so its first frames get no lead.
-        primed = _primed_decoder(self.parts, torch.cat([reference.lr_prefix, reference.lr_history], dim=2))
-        return still_detail(
-            lambda latents: self.parts.vae.decode_stream(latents, primed)[0],
-            reference.lr_picture,
-            reference.lr_still,
-            self.config.time.vae_temporal_stride,
-            self.config.segment.detail_tolerance,
-            with_lead=first,
-        )
+        self.decoder = _primed_decoder(parts, _lr_still_picture(reference)[0])
+        self.finish = _Finish(parts, _lr_still_picture, reference)
 
     def set_reference(self, reference: Reference) -> None:
         """Animate another picture from the next segment: its prefix, and the still latent the
         estimates start from (the motion latents and the decoder's memory carry on)."""
         self.prefix, self.still = reference.lr_prefix, reference.lr_still
-        self.detail_for = (reference, False)
+        self.finish.set_reference(reference)
 
     def set_text(self, tokens: TextTokens) -> None:
         self.text = tokens
@@ -226,14 +262,8 @@ class LowResStage:
     @torch.no_grad()
     def decode(self, latents: Tensor) -> DecodedLowRes:
         """New LR latents [1, C, N, h, w] -> their LR frames and keypoints."""
-        if self.detail_for is not None:
-            self.detail, self.detail_for = self._detail(*self.detail_for), None
         video, self.decoder = self.parts.vae.decode_stream(latents, self.decoder)
-        frames = video[0].transpose(0, 1).clamp(0, 1)  # [T, 3, h, w]
-        if self.detail is not None:
-            frames = self.detail.apply(frames)
-        if self.joins is not None:
-            frames = self.joins.apply(frames)
+        frames = self.finish(video[0].transpose(0, 1).clamp(0, 1))  # [T, 3, h, w]
         points, _ = self.parts.pose(frames)  # [T, K, 2]
         return DecodedLowRes(latents=latents, frames=frames, keypoints=points)
 
@@ -256,28 +286,12 @@ class RefineStage:
         self.generator = torch.Generator(device).manual_seed(settings.seed + 1)
         self.motion = self.prefix[:, :, :0]  # the last HR latents, up to segment.refiner_motion_latents
         self.decoder = _primed_decoder(parts, reference.hr_prefix)
-        self.detail: DetailTransfer | None = None  # made by the next run (as LowResStage's)
-        self.detail_for: tuple[Reference, bool] | None = (reference, True)
-        self.joins = _joins(cfg)
-
-    def _detail(self, reference: Reference, first: bool) -> DetailTransfer | None:
-        # The still frame is the one a fresh refiner makes of the picture held still (the LR still
-        # latent on the HR grid); where a trained one changes more than the tolerance, its frame
-        # is kept as it is.
-        primed = _primed_decoder(self.parts, reference.hr_prefix)
-        return still_detail(
-            lambda latents: self.parts.vae.decode_stream(latents, primed)[0],
-            reference.hr_picture,
-            lr_on_hr_grid(reference.lr_still, self.config),
-            self.config.time.vae_temporal_stride,
-            self.config.segment.detail_tolerance,
-            with_lead=first,
-        )
+        self.finish = _Finish(parts, lambda r: _hr_still_picture(r, cfg), reference)
 
     def set_reference(self, reference: Reference) -> None:
         """Refine towards another picture from the next segment (its HR prefix)."""
         self.prefix = reference.hr_prefix
-        self.detail_for = (reference, False)
+        self.finish.set_reference(reference)
 
     def set_text(self, tokens: TextTokens) -> None:
         self.text = tokens
@@ -306,12 +320,5 @@ class RefineStage:
             hr_latents = euler_sample(parts.refiner.velocity(cond), noise, self.times)
         check_finite("the refiner", hr_latents)
         self.motion = _keep_last(self.motion, hr_latents, cfg.segment.refiner_motion_latents)
-        if self.detail_for is not None:
-            self.detail, self.detail_for = self._detail(*self.detail_for), None
         video, self.decoder = parts.vae.decode_stream(hr_latents, self.decoder)  # [1, 3, T, H, W]
-        frames = video[0].transpose(0, 1).clamp(0, 1)
-        if self.detail is not None:
-            frames = self.detail.apply(frames)
-        if self.joins is not None:
-            frames = self.joins.apply(frames)
-        return to_uint8(frames)
+        return to_uint8(self.finish(video[0].transpose(0, 1).clamp(0, 1)))
