@@ -78,6 +78,9 @@ clean:
 # HR grid, and each refiner trained on a CPU so far made the HR frames worse than that (docs/demo.md).
 DEMO ?= runs/demo
 DEMO_DATA ?= data/demo
+# How the demo bundle samples beyond its preset, chosen on validation characters (docs/demo.md,
+# "Lip sync: the lead, and the settings tried"): written into the exported config.
+DEMO_SETTINGS := --set segment.audio_lead_frames=1
 TRAIN := $(VENV)/bin/ihuman train
 demo: $(STAMP) system-deps
 	$(VENV)/bin/ihuman data make --out $(DEMO_DATA) --clips 300 --seconds 4 --res 320x176 --seed 0
@@ -89,7 +92,7 @@ demo: $(STAMP) system-deps
 	$(TRAIN) lr-a2v --out $(DEMO) --steps 6000 --batch 16 --lr 5e-4 --latent-cache 3200 --workers 2 --average 0.999 --checkpoint-every 250 --time-limit 95
 	$(TRAIN) hand-evaluator --out $(DEMO) --steps 800 --batch 32 --lr 1e-3 --checkpoint-every 100 --eval-clips 16
 	$(TRAIN) refiner --out $(DEMO) --steps 0 --eval-clips 8
-	$(VENV)/bin/ihuman export --bundle $(DEMO) --out engine/assets/demo
+	$(VENV)/bin/ihuman export --bundle $(DEMO) --out engine/assets/demo $(DEMO_SETTINGS)
 
 # The shipped LR-A2V was then fine-tuned on a lent GPU (ihuman/bench/gpu_finetune.sh, one call;
 # docs/demo.md): 5,000 new windows, 1,666 steps of batch 64, from the exported CPU-trained weights.
@@ -97,15 +100,16 @@ demo: $(STAMP) system-deps
 demo-gpu: $(STAMP) system-deps
 	rm -rf $(DEMO)-gpu && $(VENV)/bin/ihuman export --bundle $(DEMO) --out $(DEMO)-gpu
 	$(TRAIN) lr-a2v --out $(DEMO)-gpu --device cuda --steps 1666 --batch 64 --lr 4e-4 --latent-cache 5000 --seed 300000 --workers 15 --average 0.999 --checkpoint-every 500 --eval-clips 0
-	$(VENV)/bin/ihuman export --bundle $(DEMO)-gpu --out engine/assets/demo
+	$(VENV)/bin/ihuman export --bundle $(DEMO)-gpu --out engine/assets/demo $(DEMO_SETTINGS)
 
 # The demo's measurements and pictures (docs/demo.md quotes them): lip sync read by the mouth judge
 # (--ceiling: the same characters rendered speaking, read as rendered and through the autoencoder)
 # and by the pose head's reader, fidelity and smoothness against the still reference.
+PHOTOS := $(addprefix tests/fixtures/photos/,astronaut.jpg grace_hopper.jpg astronaut_far.jpg astronaut_selfie.jpg grace_hopper_print.jpg grace_hopper_wide.jpg)
 demo-docs: $(STAMP)
 	$(VENV)/bin/ihuman eval lipsync --bundle engine/assets/demo --characters 24 --seconds 8 --ceiling --out docs/bench/demo_lipsync_24.json
 	$(VENV)/bin/ihuman eval lipsync --bundle engine/assets/demo --characters 24 --seconds 8 --reader pose --out docs/bench/demo_lipsync_24_pose.json
 	$(VENV)/bin/ihuman eval fidelity --bundle engine/assets/demo --characters 12 --seconds 8 --out docs/bench/demo_fidelity_12.json
-	$(VENV)/bin/ihuman eval photos --bundle engine/assets/demo --photos tests/fixtures/photos/astronaut.jpg tests/fixtures/photos/grace_hopper.jpg --seconds 8 --out docs/bench/demo_photos.json
+	$(VENV)/bin/ihuman eval photos --bundle engine/assets/demo --photos $(PHOTOS) --seconds 8 --out docs/bench/demo_photos.json
 	$(VENV)/bin/ihuman eval identity --bundle engine/assets/demo --seconds 120 --out docs/bench/demo_identity.json --plot docs/demo_identity.png
 	$(PY) -m engine.showcase --bundle engine/assets/demo --out docs

@@ -175,8 +175,14 @@ class SegmentConfig:
     # Each latent frame's video starts where the last one ended (generation/joins.py): no step
     # every 4 frames; a change is shown in full (stride - 1) / 2 frames later on average.
     smooth_joins: bool = True
+    # The generator hears each frame's audio this many frames early: the joins show a change
+    # (stride - 1) / 2 frames after the decoder, and this brings the mouth back to its voice. Every
+    # segment then waits for as many more frames of audio (40 ms each of added latency).
+    audio_lead_frames: int = 0
 
     def __post_init__(self) -> None:
+        if self.audio_lead_frames < 0:
+            raise ConfigError(f"segment.audio_lead_frames must be >= 0, got {self.audio_lead_frames}")
         if not 0 <= self.motion_feedback <= 1:
             raise ConfigError(f"segment.motion_feedback must be in [0, 1], got {self.motion_feedback}")
         if not 0 <= self.detail_tolerance <= 1:
@@ -369,6 +375,11 @@ class Config:
         """Audio feature vectors one latent frame attends to: its own frames plus both contexts."""
         a = self.audio
         return self.time.vae_temporal_stride + a.left_context_frames + a.lookahead_frames
+
+    @property
+    def audio_wait_frames(self) -> int:
+        """Frames of audio after a segment's last frame that it waits for: its lookahead and lead."""
+        return self.audio.lookahead_frames + self.segment.audio_lead_frames
 
     @property
     def mel_frames_per_video_frame(self) -> int:

@@ -79,6 +79,7 @@ class LipSync:
     lag_frames: int  # generated mouth trails the truth by this many frames (negative: leads)
     correlation_at_zero: float
     frames: int
+    by_lag: dict[int, float]  # the correlation at every lag measured
 
 
 def held_out_speech(cfg: Config, i: int, seconds: float) -> tuple[int, np.ndarray, Motion]:
@@ -107,6 +108,7 @@ def correlate(read: list[np.ndarray], truth: list[np.ndarray], max_lag: int = 4)
     truth = [_standardized(t[: len(r)]) for r, t in zip(read, truth, strict=True)]
     best = (-2.0, 0)
     zero = 0.0
+    by_lag = {}
     for lag in range(-max_lag, max_lag + 1):
         pairs = [
             (r[lag:], t[: len(t) - lag]) if lag >= 0 else (r[:lag], t[-lag:])
@@ -117,8 +119,13 @@ def correlate(read: list[np.ndarray], truth: list[np.ndarray], max_lag: int = 4)
         )
         zero = corr if lag == 0 else zero
         best = max(best, (corr, lag))
+        by_lag[lag] = corr
     return LipSync(
-        correlation=best[0], lag_frames=best[1], correlation_at_zero=zero, frames=sum(map(len, read))
+        correlation=best[0],
+        lag_frames=best[1],
+        correlation_at_zero=zero,
+        frames=sum(map(len, read)),
+        by_lag=by_lag,
     )
 
 

@@ -63,12 +63,12 @@ class AudioFeatureStream:
         segment's window is released.
         """
         left = self.config.audio.left_context_frames
-        start = seg.context_first_frame - left
+        start = seg.audio_first_frame - left
         if start < self.base and self.base > self.origin:
             raise ValueError(f"segment {seg.index} needs audio frame {start}, already released")
         # Frames before `base` are zeros here: silence before the origin (or the stream's start).
         windows = latent_audio_windows(
-            self.features[None], seg.context_first_frame - self.base, seg.latent_frames, self.config
+            self.features[None], seg.audio_first_frame - self.base, seg.latent_frames, self.config
         )
         drop = min(max(0, start - self.base), self.features.shape[0])
         self.features, self.base = self.features[drop:], self.base + drop

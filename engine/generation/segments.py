@@ -8,9 +8,10 @@ Before the first segment the stream has a still history: the reference
 picture held for `motion` latents over silence (stages.Reference), so every
 segment, the first included, continues motion as the generator was trained
 to. Its audio window spans its motion and new frames plus the
-left context before and the lookahead after; samples outside the audio are
-zeros. A segment can run once its audio window's end has been heard: that
-is the latency the lookahead costs.
+left context before and the lookahead after, all taken `audio_lead_frames`
+later when the generator hears ahead (config.SegmentConfig); samples outside
+the audio are zeros. A segment can run once its audio window's end has been
+heard: that is the latency the lookahead and the lead cost.
 
 pts: video frames count at 25 fps from 0; audio samples at 16 kHz from 0;
 video frame n shows the audio samples [n * 640, (n + 1) * 640).
@@ -35,6 +36,7 @@ class Segment:
     frames: int  # video frames generated (new_latents * temporal stride)
     output_frames: int  # video frames emitted (fewer than `frames` only at the end of finite audio)
     context_first_frame: int  # first video frame covered by the motion latents
+    audio_first_frame: int  # the frame whose audio the first motion latent hears (its own + lead)
     audio_start: int  # first sample of the audio window (negative = zeros before the audio)
     audio_stop: int  # one past its last sample (beyond the audio = zeros / not yet heard)
 
@@ -66,7 +68,8 @@ def segment(index: int, config: Config) -> Segment:
     first = index * frames
     motion = config.segment.motion_latents
     context_first = first - motion * stride
-    left, ahead = config.audio.left_context_frames, config.audio.lookahead_frames
+    heard_first = context_first + config.segment.audio_lead_frames
+    left = config.audio.left_context_frames
     return Segment(
         index=index,
         motion_latents=motion,
@@ -75,8 +78,9 @@ def segment(index: int, config: Config) -> Segment:
         frames=frames,
         output_frames=frames,
         context_first_frame=context_first,
-        audio_start=(context_first - left) * spf,
-        audio_stop=(first + frames + ahead) * spf,
+        audio_first_frame=heard_first,
+        audio_start=(heard_first - left) * spf,
+        audio_stop=(first + frames + config.audio_wait_frames) * spf,
     )
 
 

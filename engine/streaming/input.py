@@ -153,7 +153,7 @@ class SessionInput:
         self.audio.silence_from(max(playing, self.audio.base), arriving)
         self._next_push = arriving
         seg = segment(first, self.config)
-        start_frame = max(0, seg.context_first_frame - self.config.audio.left_context_frames)
+        start_frame = max(0, seg.audio_first_frame - self.config.audio.left_context_frames)
         self._features = AudioFeatureStream(self.parts.audio, self.config, start_frame=start_frame)
         self._fed = start_frame * self.spf
 

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def target_delay(config: Config, compute_s: float, jitter_s: float, safety: float) -> float:
     """Seconds of delay that fit one segment's audio wait + `safety` x its compute + jitter."""
-    wait_frames = config.segment_video_frames + config.audio.lookahead_frames
+    wait_frames = config.segment_video_frames + config.audio_wait_frames
     return wait_frames / config.time.fps + safety * compute_s + jitter_s
 
 

@@ -20,12 +20,17 @@ async def play(
     on_push: Callable[[int, float], None] | None = None,
 ) -> None:
     """Push `audio` (float32 mono at the session's rate) on the real timeline from the session's
-    start; on_push(end pts of the piece, when it was pushed) after each piece."""
+    start; on_push(end pts of the piece, when it was pushed) after each piece.
+
+    Each piece is pushed at its own pts (its place in the recording): a piece that comes late,
+    because the event loop was busy, is late, not moved. Pushed without pts, a piece more than
+    `max_audio_lag_ms` behind the clock would be taken for a producer that paused and placed at
+    the clock, and the rest of the recording would follow it that much later."""
     rate = session.timeline.rate
     piece = round(PIECE_SECONDS * rate)
     for start in range(0, len(audio), piece):
         await clock.sleep_until(session.t0 + start / rate)
         chunk = audio[start : start + piece]
-        pts = session.push_audio(chunk)
+        pts = session.push_audio(chunk, start)
         if on_push is not None:
             on_push(pts + len(chunk), clock.now())

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from engine.checkpoint import load_bundle, read_config, save_bundle
+from engine.checkpoint import PART_BUILDERS, load_bundle, read_config, save_bundle
+from engine.config import Config
 from engine.data.clip import make_clip
 from engine.evaluation import (
     HELD_OUT,
@@ -21,7 +22,7 @@ from engine.evaluation import (
     lip_sync_ceiling,
     plot_identity,
 )
-from engine.exceptions import EngineError
+from engine.exceptions import ConfigError, EngineError
 from engine.fidelity import judge, photo_judge
 from engine.parts import DEFAULT_BUNDLE, REQUIRED, Parts
 from ihuman import loading
@@ -43,6 +44,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"lip sync on {args.characters} held-out characters, read by the {args.reader}: "
             f"r = {sync.correlation:.3f} at a lag of {sync.lag_frames} frames "
             f"(r = {sync.correlation_at_zero:.3f} at 0), {sync.frames} frames"
+        )
+        print(
+            "r by lag (frames the mouth trails the truth): "
+            + ", ".join(f"{lag:+d}: {r:.3f}" for lag, r in sync.by_lag.items())
         )
         if args.ceiling:
             ceiling = lip_sync_ceiling(parts, **span)
@@ -112,12 +117,55 @@ def _print_fidelity(result: dict) -> None:
         )
 
 
+SETTABLE = ("flow", "segment")  # config sections a bundle's sampling settings live in (no weights)
+
+
+def with_settings(config: Config, items: list[str]) -> Config:
+    """`section.field=value` (value as JSON: 3, 0.25, true) set in `config`, for the sections
+    that change how a bundle samples, not the shapes of its weights; EngineError otherwise."""
+    document = config.to_dict()
+    for item in items:
+        key, sep, text = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise EngineError(f"--set {item!r}: expected section.field=value, e.g. flow.guidance_audio=3")
+        if section not in SETTABLE:
+            raise EngineError(f"--set {key}: only {' and '.join(SETTABLE)} settings can be set on export")
+        if name not in document[section]:
+            known = ", ".join(document[section])
+            raise EngineError(f"--set {key}: {section} has no {name!r} (it has {known})")
+        try:
+            document[section][name] = json.loads(text)
+        except json.JSONDecodeError:
+            raise EngineError(f"--set {key}: {text!r} is not a value (a number, true or false)") from None
+    try:
+        return Config.from_dict(document)
+    except ConfigError as err:
+        raise EngineError(f"--set: {err}") from None
+
+
+def _check_weights_fit(config: Config, parts: dict[str, torch.nn.Module]) -> None:
+    """EngineError when `config` would build a part whose weights the bundle's do not fit (a
+    setting such as segment.lr_context_tokens adds a layer). Built on the meta device: no memory."""
+    for name, module in parts.items():
+        with torch.device("meta"):
+            wanted = PART_BUILDERS[name](config).state_dict()
+        held = module.state_dict()
+        if {k: v.shape for k, v in wanted.items()} != {k: v.shape for k, v in held.items()}:
+            raise EngineError(
+                f"--set: the settings change the weights {name} needs; set only sampling settings"
+            )
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    """Copy a bundle's inference parts and its mouth judge (no optimizer state, logs or teachers)."""
+    """Copy a bundle's inference parts and its mouth judge (no optimizer state, logs or teachers),
+    with the sampling settings of `--set` written into its config."""
     held = read_config(args.bundle)[1].get("parts", {})
     bundle = load_bundle(args.bundle, (*REQUIRED, *(p for p in EXPORTED_EXTRAS if p in held)))
+    config = with_settings(bundle.config, args.set)
+    _check_weights_fit(config, bundle.parts)
     evaluations = {p.stem: json.loads(p.read_text()) for p in sorted(args.bundle.glob("eval_*.json"))}
-    save_bundle(args.out, bundle.config, bundle.parts, meta={**bundle.meta, "evaluations": evaluations})
+    save_bundle(args.out, config, bundle.parts, meta={**bundle.meta, "evaluations": evaluations})
     # Reference pictures of held-out characters for the page's avatar picker.
     avatars = args.out / "avatars"
     avatars.mkdir(exist_ok=True)
@@ -167,4 +215,12 @@ def add(sub: argparse._SubParsersAction) -> None:
     ex = sub.add_parser("export", help="copy a trained bundle's inference parts (e.g. into engine/assets)")
     ex.add_argument("--bundle", type=Path, required=True)
     ex.add_argument("--out", type=Path, required=True)
+    ex.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="a sampling setting written into the exported config (flow.*, segment.*), "
+        "e.g. flow.guidance_audio=3",
+    )
     ex.set_defaults(func=cmd_export)

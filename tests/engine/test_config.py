@@ -65,6 +65,14 @@ def test_resolution_must_fit_vae_and_patch() -> None:
         dataclasses.replace(get_preset("tiny"), hr=Resolution(320, 180))
 
 
+def test_audio_lead_is_whole_frames_ahead() -> None:
+    tiny = get_preset("tiny")
+    with pytest.raises(ConfigError, match="audio_lead_frames must be >= 0"):
+        dataclasses.replace(tiny.segment, audio_lead_frames=-1)
+    lead = dataclasses.replace(tiny, segment=dataclasses.replace(tiny.segment, audio_lead_frames=2))
+    assert lead.audio_wait_frames == tiny.audio_wait_frames + 2 == tiny.audio.lookahead_frames + 2
+
+
 def test_heads_must_divide_width() -> None:
     with pytest.raises(ConfigError, match="not divisible"):
         DiTConfig(width=130, depth=1, heads=4)

@@ -43,6 +43,9 @@ def test_correlate_finds_how_far_the_reading_trails() -> None:
     reads = [np.r_[t[:2], t[:-2]] * (k + 1) + k + rng.normal(0, 0.01, len(t)) for k, t in enumerate(truths)]
     sync = correlate(reads, truths, max_lag=4)
     assert sync.lag_frames == 2 and sync.correlation > 0.95 > sync.correlation_at_zero
+    assert sorted(sync.by_lag) == list(range(-4, 5))
+    assert sync.by_lag[2] == sync.correlation == max(sync.by_lag.values())
+    assert sync.by_lag[0] == sync.correlation_at_zero
     assert sync.frames == 900
     assert correlate(reads[:1], [rng.random(300)]).correlation < 0.3  # unrelated
 

@@ -98,6 +98,24 @@ def test_eval_and_export_on_a_bundle(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert exported.meta["evaluations"]["eval_vae"]["held_out_psnr_db"] == 25.0
     assert not (tmp_path / "demo" / "optimizer_vae.safetensors").exists()
     assert len(list((tmp_path / "demo" / "avatars").glob("demo-*.png"))) == 4
+    assert exported.config == parts.config  # nothing set: the config as trained
+    export = ["export", "--bundle", str(tmp_path / "b"), "--out", str(tmp_path / "tuned")]
+    sampling = ["--set", "flow.guidance_audio=3", "--set", "segment.audio_lead_frames=1"]
+    assert main([*export, *sampling]) == 0
+    tuned = load_bundle(tmp_path / "tuned").config
+    assert tuned.flow.guidance_audio == 3 and tuned.segment.audio_lead_frames == 1
+    assert tuned.lr_a2v == parts.config.lr_a2v
+    capsys.readouterr()
+    refused = {
+        "lr_a2v.width=64": "only flow and segment",
+        "flow.guidance=3": "flow has no 'guidance'",
+        "segment.motion_feedback=2": "motion_feedback must be in [0, 1]",
+        "flow.guidance_audio=three": "is not a value",
+        "segment.lr_context_tokens=false": "change the weights lr_a2v needs",
+    }
+    for item, message in refused.items():
+        assert main([*export[:-1], str(tmp_path / "refused"), "--set", item]) == 2, item
+        assert message in capsys.readouterr().err, item
     bundle = ["--bundle", str(tmp_path / "demo"), "--device", "cpu"]
     assert (
         main(

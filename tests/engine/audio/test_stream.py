@@ -1,5 +1,7 @@
 """The feature stream of a session: windows equal the offline ones, memory stays bounded."""
 
+import dataclasses
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -20,16 +22,19 @@ ENCODER = randomize_(AudioEncoder(TINY), std=0.05).eval()
 @given(
     samples=st.integers(min_value=1, max_value=40_000),
     piece=st.integers(min_value=1, max_value=5_000),
+    lead=st.integers(min_value=0, max_value=3),
 )
-def test_windows_equal_offline_windows_of_the_padded_audio(samples: int, piece: int) -> None:
+def test_windows_equal_offline_windows_of_the_padded_audio(samples: int, piece: int, lead: int) -> None:
+    """Each latent frame's window: its own frames' audio, `lead` frames later, as offline."""
+    config = dataclasses.replace(TINY, segment=dataclasses.replace(TINY.segment, audio_lead_frames=lead))
     audio = torch.randn(samples, generator=torch.Generator().manual_seed(samples)) * 0.1
-    stream = AudioFeatureStream(ENCODER, TINY)
+    stream = AudioFeatureStream(ENCODER, config)
     spf = TINY.time.samples_per_frame
     padded = torch.nn.functional.pad(audio, (0, -samples % spf))  # the last partial frame: silence
     with torch.no_grad():
         offline = ENCODER.encode_audio(padded[None])
     pushed = 0
-    for seg in plan_segments(samples, TINY):
+    for seg in plan_segments(samples, config):
         while pushed < min(seg.audio_stop, samples):  # as live: read up to the segment's lookahead
             stream.push(audio[pushed : pushed + piece].numpy())
             pushed = min(pushed + piece, samples)
@@ -37,7 +42,7 @@ def test_windows_equal_offline_windows_of_the_padded_audio(samples: int, piece: 
             stream.finish()
         with torch.no_grad():
             got = stream.windows(seg)
-        want = latent_audio_windows(offline, seg.context_first_frame, seg.latent_frames, TINY)
+        want = latent_audio_windows(offline, seg.context_first_frame + lead, seg.latent_frames, TINY)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert stream.samples == samples
     # Released as segments move on: only about one window of features is kept.

@@ -1,3 +1,4 @@
+import dataclasses
 import itertools
 
 from hypothesis import given, settings
@@ -14,9 +15,11 @@ SPF = TINY.time.samples_per_frame
 @given(
     samples=st.integers(min_value=1600, max_value=10 * 60 * 16_000),
     preset=st.sampled_from(sorted(PRESETS)),
+    lead=st.integers(min_value=0, max_value=3),
 )
-def test_every_output_frame_exactly_once_with_monotone_pts(samples: int, preset: str) -> None:
+def test_every_output_frame_exactly_once_with_monotone_pts(samples: int, preset: str, lead: int) -> None:
     config = get_preset(preset)
+    config = dataclasses.replace(config, segment=dataclasses.replace(config.segment, audio_lead_frames=lead))
     plan = plan_segments(samples, config)
     pts = [p for seg in plan for p in seg.frame_pts]
     assert pts == list(range(output_frames_for(samples, config)))  # once each, in order
@@ -29,8 +32,9 @@ def test_every_output_frame_exactly_once_with_monotone_pts(samples: int, preset:
         assert seg.context_first_frame == seg.first_frame - seg.motion_latents * stride
     for seg in plan:
         left, ahead = config.audio.left_context_frames, config.audio.lookahead_frames
-        assert seg.audio_start == (seg.context_first_frame - left) * SPF
-        assert seg.audio_stop == (seg.first_frame + seg.frames + ahead) * SPF
+        # Heard `lead` frames early: the window starts and ends that much later.
+        assert seg.audio_start == (seg.context_first_frame + lead - left) * SPF
+        assert seg.audio_stop == (seg.first_frame + seg.frames + ahead + lead) * SPF
         assert seg.audio_stop - seg.audio_start == (
             (seg.latent_frames * stride + left + ahead) * SPF
         )  # the windows of all its latent frames, contiguous

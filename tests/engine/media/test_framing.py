@@ -21,6 +21,18 @@ def _landscape(photo: torch.Tensor, width: int, height: int, at: tuple[int, int]
     return canvas
 
 
+def _assert_face_where_training_puts_it(framed: torch.Tensor) -> None:
+    _, height, width = framed.shape
+    faces = detect_faces(framed)
+    assert faces, "the framed picture still shows the face"
+    face = faces[0]
+    # The cascade's box of one face varies by a fifth or so between scales and crops.
+    assert face.height == pytest.approx(FACE_BOX_HEIGHT * height, rel=0.3)
+    cx, cy = face.centre
+    assert cx == pytest.approx(width / 2 + FACE_BOX_CENTRE[0] * height, abs=0.05 * height)
+    assert cy == pytest.approx(FACE_BOX_CENTRE[1] * height, abs=0.05 * height)
+
+
 @pytest.mark.parametrize(
     "make",
     [
@@ -37,16 +49,18 @@ def test_the_face_lands_where_training_puts_it(name: str, make: object) -> None:
     width, height = 640, 352
     framed = frame_portrait(photo, width, height)
     assert framed.shape == (3, height, width) and framed.dtype == torch.uint8
-    faces = detect_faces(framed)
-    assert faces, "the framed picture still shows the face"
-    face = faces[0]
-    # The cascade's box of one face varies by a fifth or so between scales and crops.
-    assert face.height == pytest.approx(FACE_BOX_HEIGHT * height, rel=0.3)
-    cx, cy = face.centre
-    assert cx == pytest.approx(width / 2 + FACE_BOX_CENTRE[0] * height, abs=0.05 * height)
-    assert cy == pytest.approx(FACE_BOX_CENTRE[1] * height, abs=0.05 * height)
+    _assert_face_where_training_puts_it(framed)
     # The margin a photo does not cover is filled, not black.
     assert framed.float().mean((1, 2)).min() > 20
+
+
+@pytest.mark.parametrize(
+    "name", ["astronaut_far", "astronaut_selfie", "grace_hopper_print", "grace_hopper_wide"]
+)
+def test_the_framings_users_send_are_framed_alike(name: str) -> None:
+    """The fixtures' other framings (tests/fixtures/photos/make_framings.py): a small face in a
+    landscape shot, a tilted close-up, a faded print, a wide crop."""
+    _assert_face_where_training_puts_it(frame_portrait(read_image(PHOTOS / f"{name}.jpg"), 320, 176))
 
 
 def test_a_photo_without_a_face_is_refused_unless_the_check_is_off() -> None:

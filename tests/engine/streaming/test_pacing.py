@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from engine.streaming.pacing import (
@@ -44,6 +46,9 @@ def test_target_delay_covers_the_audio_wait_and_the_compute() -> None:
     cfg = micro_config()
     wait = (cfg.segment_video_frames + cfg.audio.lookahead_frames) / cfg.time.fps
     assert target_delay(cfg, compute_s=0.2, jitter_s=0.05, safety=1.5) == pytest.approx(wait + 0.35)
+    # A generator that hears ahead waits for that audio too: 40 ms a frame of lead.
+    ahead = dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment, audio_lead_frames=2))
+    assert target_delay(ahead, 0.2, 0.05, 1.5) == pytest.approx(wait + 0.35 + 2 / cfg.time.fps)
 
 
 def test_session_delay_is_the_one_asked_for_else_the_automatic_one() -> None:

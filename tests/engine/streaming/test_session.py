@@ -30,6 +30,7 @@ from engine.presets import get_preset
 from engine.streaming.audio_in import AudioInputError
 from engine.streaming.clock import RealClock, VirtualClock
 from engine.streaming.engine import Engine, TooManySessionsError
+from engine.streaming.playback import PIECE_SECONDS, play
 from engine.streaming.session import Session, SessionClosedError, SessionOptions
 from tests.factories import micro_config, randomize_
 
@@ -441,6 +442,26 @@ def test_push_audio_checks_its_input_and_resumes_at_the_clock_after_a_pause(micr
                 session.push_audio(bad)
         with pytest.raises(AudioInputError, match="ahead"):
             session.push_audio(np.zeros(320, np.float32), pts=16_000 * 1000)
+
+    asyncio.run(_finally(main(), finish(engine)))
+
+
+def test_a_recording_played_late_keeps_its_own_timeline(micro_parts: Parts) -> None:
+    """`ihuman live --audio` and the latency harness play a recording on the clock: when the
+    loop was busy at the start, its pieces come late, and stay where the recording has them."""
+    engine = virtual_engine(micro_parts, {})
+    rate = micro_parts.config.time.sample_rate
+    audio = np.zeros(2 * rate, np.float32)
+    audio[rate : rate + 320] = 0.5  # a mark at 1 s
+
+    async def main() -> None:
+        session = await engine.open_session(REFERENCE, options=SessionOptions(target_delay_ms=900))
+        await engine.clock.sleep_until(session.t0 + 0.5)  # 500 ms late, more than max_audio_lag_ms
+        ends: list[int] = []
+        await play(session, engine.clock, audio, on_push=lambda end, when: ends.append(end))
+        piece = round(PIECE_SECONDS * rate)
+        assert ends == [min(start + piece, len(audio)) for start in range(0, len(audio), piece)]
+        assert session.input.audio.read(rate, rate + 320) == pytest.approx(np.full(320, 0.5))
 
     asyncio.run(_finally(main(), finish(engine)))
 
