@@ -85,6 +85,9 @@ class AvatarSession:
     async def ingest(self, track: MediaStreamTrack) -> None:
         """Feed the talker's microphone into the engine session until the track or session ends."""
         converter = MicrophoneIngest(self.session.timeline.rate)
+        # Placed by the sender's RTP time: a burst after a busy event loop keeps its place, a
+        # sender that sends nothing in silence leaves that much silence.
+        producer = self.session.producer_clock()
         while not self.closed:
             try:
                 frame = await track.recv()
@@ -94,7 +97,9 @@ class AvatarSession:
             if self.muted:
                 pcm[:] = 0.0
             if pcm.size:
-                pts = self.session.push_audio(pcm)
+                timed = frame.pts is not None and frame.time_base is not None
+                media_rate = round(1 / frame.time_base) if timed else None
+                pts = self.session.push_live_audio(pcm, producer, frame.pts if timed else None, media_rate)
                 if self.marks is not None:
                     self.marks.feed(pcm, pts)
 

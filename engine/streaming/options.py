@@ -19,7 +19,9 @@ class SessionOptions:
     jitter_ms: float = 60.0  # margin added to an automatic delay
     delay_safety: float = 1.5  # x the measured compute, in an automatic delay
     degrade: bool = True  # degrade quality when frames miss their due time
-    max_audio_lag_ms: float = 200.0  # audio pushed without pts this far behind the clock restarts at now
+    # Audio pushed without pts this far behind the clock restarts at now; a live producer placed
+    # by its own clock (push_live_audio) restarts when its least late piece of 2 s is this late.
+    max_audio_lag_ms: float = 200.0
     max_audio_ahead_s: float = 120.0  # audio may be pushed at most this far ahead of the clock (TTS)
     # A stage call without a result after this long has stalled (a hung driver, a deadlock): the
     # session fails with that reason instead of showing fallback frames forever.

@@ -35,6 +35,7 @@ from engine.streaming.options import SessionOptions
 from engine.streaming.output import SessionOutput
 from engine.streaming.pacing import DegradePolicy, Timeline
 from engine.streaming.pipeline import StagePipeline, StageWrapper
+from engine.streaming.placement import ProducerClock
 from engine.streaming.stats import SessionStats, StatsCollector
 
 __all__ = ["Session", "SessionClosedError", "SessionOptions", "StageWrapper", "fitted_frame"]
@@ -145,6 +146,25 @@ class Session:
         started; None = right after the previous piece). Returns the pts it was stored at."""
         self._check_open()
         return self.input.push(pcm, pts)
+
+    def producer_clock(self) -> ProducerClock:
+        """For one live producer (a microphone, a WebRTC track): places its pieces by its own
+        clock (placement.py), so a stall of the event loop never moves its audio."""
+        rate = self.timeline.rate
+        return ProducerClock(rate, round(self.options.max_audio_lag_ms * rate / 1000))
+
+    def push_live_audio(
+        self,
+        pcm: np.ndarray,
+        producer: ProducerClock,
+        media_start: int | None = None,
+        media_rate: int | None = None,
+    ) -> int:
+        """push_audio for a live producer's piece, placed by `producer` (from producer_clock());
+        media_start / media_rate: the piece's time on the producer's clock, when it has one."""
+        self._check_open()
+        clock_pts = self.timeline.arriving_pts(self.clock.now())
+        return self.input.push(pcm, producer.place(len(pcm), clock_pts, media_start, media_rate))
 
     def frames(self) -> AsyncIterator[VideoFrame]:
         """The video, one frame per 1/25 s at its due time, until the session closes."""

@@ -466,6 +466,24 @@ def test_a_recording_played_late_keeps_its_own_timeline(micro_parts: Parts) -> N
     asyncio.run(_finally(main(), finish(engine)))
 
 
+def test_a_live_producer_stalled_by_the_loop_keeps_its_place(micro_parts: Parts) -> None:
+    """A microphone's pieces held back by a busy event loop come in a burst: pushed by its clock
+    they stay where they belong; pushed without pts the burst would start at the clock."""
+    engine = virtual_engine(micro_parts, {})
+
+    async def main() -> None:
+        session = await engine.open_session(REFERENCE, options=SessionOptions(target_delay_ms=900))
+        producer = session.producer_clock()
+        piece = np.zeros(320, np.float32)
+        first = session.push_live_audio(piece, producer, 0, 16_000)
+        await engine.clock.sleep_until(session.t0 + 0.6)  # the loop was busy: 30 pieces held back
+        burst = [session.push_live_audio(piece, producer, 320 * (i + 1), 16_000) for i in range(30)]
+        assert burst == [first + 320 * (i + 1) for i in range(30)]
+        assert producer.anchors == 1
+
+    asyncio.run(_finally(main(), finish(engine)))
+
+
 def test_a_failing_stage_ends_its_session_and_spares_the_others(micro_parts: Parts) -> None:
     """One session's refiner runs out of memory (simulated) on its third segment: that session
     says why (`failed`: its owner tells the client and ends it) while another session of the
