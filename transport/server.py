@@ -33,7 +33,7 @@ from engine.exceptions import EngineError
 from engine.media.framing import framer
 from engine.streaming.engine import Engine
 from engine.streaming.session import SessionOptions
-from transport import codecs, ice
+from transport import codecs, ice, retransmission
 from transport.avatars import MAX_UPLOAD_BYTES, Avatar, AvatarStore
 from transport.errors import RequestError
 from transport.limits import RateLimit
@@ -162,9 +162,11 @@ def _string(body: dict, name: str, limit: int, *, required: bool = False) -> str
 
 def prepare_webrtc(settings: ServerSettings) -> None:
     """What aiortc and aioice read from module globals, set for the whole process: our H.264
-    encoder settings (codecs.install) and the ICE host addresses (ice.use_host_addresses).
+    encoder settings (codecs.install), the packets kept for retransmission
+    (retransmission.install) and the ICE host addresses (ice.use_host_addresses).
     `ihuman serve` calls it once before making the Server; a Server does not change the process."""
     codecs.install()
+    retransmission.install()
     ice.use_host_addresses(settings.ice_addresses)
 
 

@@ -26,7 +26,7 @@ from aiortc.mediastreams import MediaStreamError
 from ihuman.bench.calls import MARK_PERIOD_S, call_metrics, marked_speech, served
 from ihuman.bench.machine import ProcessUsage
 from ihuman.bench.timeline import ReceivedFrame
-from transport import ice, messages
+from transport import ice, messages, retransmission
 from transport.server import is_loopback
 from transport.stamps import find_marks, read_code
 from transport.tracks import luma_plane, mono_samples
@@ -120,6 +120,7 @@ async def measure_call(
     """One talker call of `seconds`: (what came back, the microphone, offer time, first frame time)."""
     samples, onsets = marked_speech(speech, RATE, seconds + 2 * MARK_PERIOD_S)
     microphone = MarkedMicrophone(samples, onsets)
+    retransmission.install()  # a viewer that recovers from loss as the server's own peers do
     pc = RTCPeerConnection(ice.configuration(()))
     received = Received()
     first: list[float] = []
