@@ -177,12 +177,14 @@ class SegmentConfig:
     smooth_joins: bool = True
     # The generator hears each frame's audio this many frames early: the joins show a change
     # (stride - 1) / 2 frames after the decoder, and this brings the mouth back to its voice. Every
-    # segment then waits for as many more frames of audio (40 ms each of added latency).
+    # segment then waits for as many more frames of audio (40 ms each of added latency). Sampling
+    # only: training pairs each frame with its own audio, as the joins are sampling only too.
     audio_lead_frames: int = 0
 
     def __post_init__(self) -> None:
-        if self.audio_lead_frames < 0:
-            raise ConfigError(f"segment.audio_lead_frames must be >= 0, got {self.audio_lead_frames}")
+        if not isinstance(self.audio_lead_frames, int) or self.audio_lead_frames < 0:
+            lead = self.audio_lead_frames
+            raise ConfigError(f"segment.audio_lead_frames must be a whole number >= 0, got {lead}")
         if not 0 <= self.motion_feedback <= 1:
             raise ConfigError(f"segment.motion_feedback must be in [0, 1], got {self.motion_feedback}")
         if not 0 <= self.detail_tolerance <= 1:

@@ -97,9 +97,7 @@ class AvatarSession:
             if self.muted:
                 pcm[:] = 0.0
             if pcm.size:
-                timed = frame.pts is not None and frame.time_base is not None
-                media_rate = round(1 / frame.time_base) if timed else None
-                pts = self.session.push_live_audio(pcm, producer, frame.pts if timed else None, media_rate)
+                pts = self.session.push_live_audio(pcm, producer, frame.pts, frame.time_base)
                 if self.marks is not None:
                     self.marks.feed(pcm, pts)
 

@@ -8,7 +8,7 @@ schedule (A/V offset 0 by construction) and the delay never grows: the pacer
 (output.SessionOutput) replaces a frame that is not ready when due by a
 fallback, never waits for it.
 
-D must cover the audio a segment waits for (its frames plus the lookahead),
+D must cover the audio a segment waits for (its frames, the lookahead and the lead),
 the compute of both stages one after the other (the pipeline overlaps
 segments, not the stages of one segment), and network jitter.
 

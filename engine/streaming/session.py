@@ -19,6 +19,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -158,13 +159,13 @@ class Session:
         pcm: np.ndarray,
         producer: ProducerClock,
         media_start: int | None = None,
-        media_rate: int | None = None,
+        media_time_base: Fraction | None = None,
     ) -> int:
         """push_audio for a live producer's piece, placed by `producer` (from producer_clock());
-        media_start / media_rate: the piece's time on the producer's clock, when it has one."""
+        media_start x media_time_base: the piece's time on the producer's clock, when it has one."""
         self._check_open()
         clock_pts = self.timeline.arriving_pts(self.clock.now())
-        return self.input.push(pcm, producer.place(len(pcm), clock_pts, media_start, media_rate))
+        return self.input.push(pcm, producer.place(len(pcm), clock_pts, media_start, media_time_base))
 
     def frames(self) -> AsyncIterator[VideoFrame]:
         """The video, one frame per 1/25 s at its due time, until the session closes."""

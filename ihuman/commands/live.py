@@ -88,15 +88,12 @@ async def listen(session: Session, device: str | int | None) -> None:
         raise EngineError(
             f"cannot open the microphone {device or '(default)'}: {err}; --list-mics shows them"
         ) from None
-    # Placed by how many samples the microphone has delivered: pieces that come late in a burst
-    # (the event loop was busy) keep their place instead of moving the voice later for good.
+    # A microphone delivers every sample: its pieces go one after another, so those that come
+    # late in a burst (the event loop was busy) keep their place instead of moving the voice later.
     producer = session.producer_clock()
-    delivered = 0
     with stream:
         while True:
-            piece = await pieces.get()
-            session.push_live_audio(piece, producer, delivered, rate)
-            delivered += len(piece)
+            session.push_live_audio(await pieces.get(), producer)
 
 
 def status_line(seconds: float, stats: SessionStats, outputs: list[dict[str, object]]) -> str:

@@ -67,8 +67,9 @@ def test_resolution_must_fit_vae_and_patch() -> None:
 
 def test_audio_lead_is_whole_frames_ahead() -> None:
     tiny = get_preset("tiny")
-    with pytest.raises(ConfigError, match="audio_lead_frames must be >= 0"):
-        dataclasses.replace(tiny.segment, audio_lead_frames=-1)
+    for bad in (-1, 1.5):
+        with pytest.raises(ConfigError, match="audio_lead_frames must be a whole number >= 0"):
+            dataclasses.replace(tiny.segment, audio_lead_frames=bad)
     lead = dataclasses.replace(tiny, segment=dataclasses.replace(tiny.segment, audio_lead_frames=2))
     assert lead.audio_wait_frames == tiny.audio_wait_frames + 2 == tiny.audio.lookahead_frames + 2
 

@@ -107,11 +107,15 @@ def test_eval_and_export_on_a_bundle(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert tuned.lr_a2v == parts.config.lr_a2v
     capsys.readouterr()
     refused = {
-        "lr_a2v.width=64": "only flow and segment",
-        "flow.guidance=3": "flow has no 'guidance'",
+        "lr_a2v.width=64": "not a sampling setting",
+        "flow.guidance=3": "not a sampling setting",
+        "segment.lr_context_tokens=false": "not a sampling setting",  # a layer of LR-A2V
+        "segment.new_latents=4": "not a sampling setting",  # what LR-A2V was trained to make
         "segment.motion_feedback=2": "motion_feedback must be in [0, 1]",
-        "flow.guidance_audio=three": "is not a value",
-        "segment.lr_context_tokens=false": "change the weights lr_a2v needs",
+        "flow.guidance_audio=three": "expected a number",
+        "flow.guidance_audio=NaN": "expected a number",
+        "segment.audio_lead_frames=1.5": "expected a whole number",
+        "segment.smooth_joins=1": "expected true or false",
     }
     for item, message in refused.items():
         assert main([*export[:-1], str(tmp_path / "refused"), "--set", item]) == 2, item

@@ -475,9 +475,9 @@ def test_a_live_producer_stalled_by_the_loop_keeps_its_place(micro_parts: Parts)
         session = await engine.open_session(REFERENCE, options=SessionOptions(target_delay_ms=900))
         producer = session.producer_clock()
         piece = np.zeros(320, np.float32)
-        first = session.push_live_audio(piece, producer, 0, 16_000)
+        first = session.push_live_audio(piece, producer)
         await engine.clock.sleep_until(session.t0 + 0.6)  # the loop was busy: 30 pieces held back
-        burst = [session.push_live_audio(piece, producer, 320 * (i + 1), 16_000) for i in range(30)]
+        burst = [session.push_live_audio(piece, producer) for _ in range(30)]
         assert burst == [first + 320 * (i + 1) for i in range(30)]
         assert producer.anchors == 1
 
