@@ -162,7 +162,9 @@ class Session:
         media_time_base: Fraction | None = None,
     ) -> int:
         """push_audio for a live producer's piece, placed by `producer` (from producer_clock());
-        media_start x media_time_base: the piece's time on the producer's clock, when it has one."""
+        media_start x media_time_base: the piece's time on the producer's clock, when it has one.
+        (push_audio without pts keeps its own rule: an API caller such as a TTS may push far ahead
+        of the clock, which a live producer never does and ProducerClock drops.)"""
         self._check_open()
         clock_pts = self.timeline.arriving_pts(self.clock.now())
         return self.input.push(pcm, producer.place(len(pcm), clock_pts, media_start, media_time_base))
