@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from transport.heap import heap_usage
 from transport.session import AvatarSession
 
 
@@ -81,8 +82,9 @@ class SessionCollector(Collector):
 
 
 class RuntimeCollector(Collector):
-    """What grows when something leaks: threads and asyncio tasks (memory and open files come
-    from prometheus_client's process collector beside it)."""
+    """What grows when something leaks: threads, asyncio tasks and the C heap, in use and held free
+    (transport.heap; the resident memory and open files come from prometheus_client's process
+    collector beside it)."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         yield GaugeMetricFamily(
@@ -93,6 +95,11 @@ class RuntimeCollector(Collector):
         except RuntimeError:  # scraped from outside the event loop
             tasks = 0
         yield GaugeMetricFamily("ihuman_asyncio_tasks", "Tasks of the server's event loop", value=tasks)
+        if (heap := heap_usage()) is not None:
+            yield GaugeMetricFamily("ihuman_heap_in_use_bytes", "C heap allocated", value=heap.in_use_bytes)
+            yield GaugeMetricFamily(
+                "ihuman_heap_free_bytes", "C heap freed and held for reuse", value=heap.free_bytes
+            )
 
 
 def metrics_registry(sessions: SessionCounts) -> CollectorRegistry:

@@ -16,6 +16,7 @@ damaged code is rejected rather than misread.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,7 @@ MARK_IDS = len(MARK_TONES_HZ)
 MARK_SECONDS = 0.06
 MARK_LEVEL = 0.5
 MARK_GAP_SECONDS = 0.3  # marks closer than this are one mark
+MARKS_KEPT = 256
 GRID = 8
 BLACK, WHITE = 16, 235  # limited-range luma, what encoders expect
 _FRAME_BITS, _MARK_BITS, _OFFSET_BITS = 16, 8, 13
@@ -114,7 +116,9 @@ class MarkListener:
         self._buffer = np.zeros(0, np.float32)
         self._start = 0  # pts of _buffer[0]
         self._search_until = -1  # pts up to which the buffer is searched (a tone was heard)
-        self.marks: list[tuple[int, int]] = []  # (onset pts, mark id) of every mark heard, in order
+        # (onset pts, mark id) of the marks heard, in order: the last MARKS_KEPT (over a minute at the
+        # gap's minimum), far more than a frame's audio lags its mark, and no growth over a long call.
+        self.marks: deque[tuple[int, int]] = deque(maxlen=MARKS_KEPT)
 
     def feed(self, pcm: np.ndarray, pts: int) -> None:
         if pts != self._start + self._buffer.size:  # a gap: what came before is no longer adjacent

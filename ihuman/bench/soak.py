@@ -35,6 +35,8 @@ from transport import ice
 
 SERVER_METRICS = {  # /metrics name -> sample key
     "process_resident_memory_bytes": "rss_mb",
+    "ihuman_heap_in_use_bytes": "heap_in_use_mb",  # glibc only (transport.heap)
+    "ihuman_heap_free_bytes": "heap_free_mb",
     "process_open_fds": "open_files",
     "ihuman_threads": "threads",
     "ihuman_asyncio_tasks": "tasks",
@@ -106,8 +108,8 @@ async def _connect(url: str, microphone: MarkedMicrophone, session: str | None) 
 
 
 async def server_sample(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
-    """The server's memory, files, threads, tasks and sessions; a fleet's (`ihuman serve --ray`)
-    summed over its processes: the front and every worker."""
+    """The server's memory (and its C heap's), files, threads, tasks and sessions; a fleet's
+    (`ihuman serve --ray`) summed over its processes: the front and every worker."""
     async with http.get(f"{url}/metrics") as r:
         text = await r.text()
     out: dict[str, float] = {}
@@ -116,8 +118,9 @@ async def server_sample(http: aiohttp.ClientSession, url: str) -> dict[str, floa
             if sample.name in SERVER_METRICS:
                 key = SERVER_METRICS[sample.name]
                 out[key] = out.get(key, 0.0) + sample.value
-    if "rss_mb" in out:
-        out["rss_mb"] /= 2**20
+    for key in ("rss_mb", "heap_in_use_mb", "heap_free_mb"):
+        if key in out:
+            out[key] /= 2**20
     return out
 
 
@@ -133,7 +136,7 @@ def summarise(samples: list[dict], warm_up_s: float) -> dict:
     """Slopes and growth after the warm-up, fps, and each peer's A/V offset against its start."""
     steady = [s for s in samples if s["t_s"] >= warm_up_s] or samples
     out: dict = {"warm_up_s": warm_up_s, "samples_after_warm_up": len(steady)}
-    for key in ("rss_mb", "open_files", "threads", "tasks"):
+    for key in ("rss_mb", "heap_in_use_mb", "heap_free_mb", "open_files", "threads", "tasks"):
         points = [(s["t_s"], s["server"][key]) for s in steady if key in s["server"]]
         values = [v for _, v in points]
         out[key] = {
@@ -227,9 +230,12 @@ def markdown(report: dict) -> str:
         "| server | first | last | slope per 10 min | growth |",
         "|---|---|---|---|---|",
     ]
-    for key, label in (("rss_mb", "memory (MB)"), ("open_files", "open files"), ("threads", "threads"),
-                       ("tasks", "event-loop tasks")):  # fmt: skip
-        v = s[key]
+    for key, label in (("rss_mb", "memory (MB)"), ("heap_in_use_mb", "C heap in use (MB)"),
+                       ("heap_free_mb", "C heap held free (MB)"), ("open_files", "open files"),
+                       ("threads", "threads"), ("tasks", "event-loop tasks")):  # fmt: skip
+        v = s.get(key)
+        if v is None or v["first"] is None:  # a report from before the heap's numbers, or no glibc
+            continue
         slope = "-" if v["slope_per_10_min"] is None else f"{v['slope_per_10_min']:+.2f}"
         lines.append(f"| {label} | {v['first']:g} | {v['last']:g} | {slope} | {v['growth']:g} |")
     lines += [
@@ -255,8 +261,15 @@ def plot(report: dict, path: Path) -> None:
     samples = report["samples"]
     minutes = [s["t_s"] / 60 for s in samples]
     fig, axes = plt.subplots(4, 1, figsize=(9, 10), sharex=True)
-    axes[0].plot(minutes, [s["server"].get("rss_mb") for s in samples])
-    axes[0].set_ylabel("server RSS (MB)")
+    for key, label in (
+        ("rss_mb", "resident"),
+        ("heap_in_use_mb", "C heap in use"),
+        ("heap_free_mb", "C heap free"),
+    ):
+        if any(key in s["server"] for s in samples):
+            axes[0].plot(minutes, [s["server"].get(key) for s in samples], label=label)
+    axes[0].legend(fontsize=8)
+    axes[0].set_ylabel("server memory (MB)")
     for key in ("open_files", "threads", "tasks"):
         axes[1].plot(minutes, [s["server"].get(key) for s in samples], label=key.replace("_", " "))
     axes[1].legend(fontsize=8)

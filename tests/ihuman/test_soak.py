@@ -49,6 +49,7 @@ def test_a_short_soak_on_loopback_writes_its_report(tmp_path: Path) -> None:
     assert report["settings"]["ray_workers"] == 0
     last = report["samples"][-1]
     assert last["server"]["sessions"] == 1 and last["server"]["rss_mb"] > 0
+    assert 0 < last["server"]["heap_in_use_mb"] < last["server"]["rss_mb"]  # the C heap's part of it
     assert last["server"]["threads"] > 0
     assert [p["role"] for p in last["peers"]] == ["talker", "viewer"]
     assert last["peers"][0]["session"] == last["peers"][1]["session"]  # the viewer watches the talker
@@ -56,7 +57,8 @@ def test_a_short_soak_on_loopback_writes_its_report(tmp_path: Path) -> None:
     assert any(p["av_offset_ms"] is not None for s in report["samples"] for p in s["peers"])  # marks read
     peers = report["summary"]["peers"]
     assert all(0 < p["latency_p50_ms"] < 5000 for p in peers), peers  # the mark's picture came back
-    assert (out / "soak.png").stat().st_size > 0 and "latency p50" in (out / "report.md").read_text()
+    assert (out / "soak.png").stat().st_size > 0
+    assert "latency p50" in (text := (out / "report.md").read_text()) and "C heap held free" in text
 
 
 def test_bad_soak_arguments_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -74,9 +74,11 @@ def test_routes_limits_and_bad_input(parts: Parts) -> None:
                 assert (await call("GET", path))[0] == 404
             status, text = await call("GET", "/metrics")
             assert status == 200 and b"ihuman_sessions 0.0" in text
-            # What a soak watches: memory, open files, threads, tasks.
+            # What a soak watches: memory (and the C heap's, glibc here), open files, threads, tasks.
             for series in (
                 b"process_resident_memory_bytes",
+                b"ihuman_heap_in_use_bytes",
+                b"ihuman_heap_free_bytes",
                 b"process_open_fds",
                 b"ihuman_threads",
                 b"ihuman_asyncio_tasks",

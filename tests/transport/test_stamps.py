@@ -18,6 +18,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from engine.data.clip import make_clip
 from engine.data.speech import speech_take
+from transport import stamps
 from transport.codecs import LowLatencyH264Encoder
 from transport.stamps import (
     MARK_IDS,
@@ -154,3 +155,18 @@ def test_the_server_side_listener_numbers_marks_as_they_complete() -> None:
     assert listener.latest(base + 19_000) == (5, listener.marks[0][0])
     assert listener.latest(base + 50_000) == (7, listener.marks[2][0])
     assert listener.latest(base) is None
+
+
+def test_the_listener_keeps_only_the_latest_marks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call of hours hears thousands of marks; what is kept stays bounded (the newest)."""
+    monkeypatch.setattr(stamps, "MARKS_KEPT", 2)
+    rate = 16_000
+    audio = np.zeros(4 * rate, np.float32)
+    for number, onset in zip((5, 6, 7), (4_000, 20_000, 36_000), strict=True):
+        burst = mark_burst(rate, number)
+        audio[onset : onset + burst.size] = burst
+    listener = MarkListener(rate)
+    for start in range(0, audio.size, 320):
+        listener.feed(audio[start : start + 320], start)
+    assert [mark_id for _, mark_id in listener.marks] == [6, 7]
+    assert listener.latest(50_000) == (7, listener.marks[1][0])
