@@ -31,7 +31,7 @@ from engine.streaming.playback import play
 from engine.streaming.session import Session, SessionOptions
 from engine.streaming.stats import SessionStats
 from ihuman import arguments, loading
-from transport.heap import start_heap_trimmer
+from transport.heap import keep_heap_bounded
 from transport.outputs import FORMS, OutputError, SessionOutputs, StreamFormat, output_sink, runners
 
 MAX_AUDIO_SECONDS = 3600.0  # a recording played live; longer is refused before any work
@@ -197,7 +197,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr, flush=True)
 
     result: dict[str, object] = {}
-    start_heap_trimmer()  # a live session may run for hours (transport.heap)
+    keep_heap_bounded()  # a live session may run for hours (transport.heap)
     try:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a live session ends
             result = asyncio.run(

@@ -46,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvloop  # noqa: PLC0415
 
-        from transport.heap import start_heap_trimmer  # noqa: PLC0415
+        from transport.heap import keep_heap_bounded  # noqa: PLC0415
         from transport.server import (  # noqa: PLC0415
             ServerSettings,
             check_settings,
@@ -103,7 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:
         print(f"InfinityHuman Live: open {url} (Ctrl-C stops)", flush=True)
 
-    start_heap_trimmer()  # hours of frames from many threads: the heap gives back what is freed
+    keep_heap_bounded()  # hours of frames from many threads: the heap gives back what is freed
 
     try:
         with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C while it drains

@@ -25,7 +25,7 @@ from engine.parts import Parts
 from engine.streaming.engine import Engine
 from transport.avatars import Avatar, AvatarStore
 from transport.errors import RequestError
-from transport.heap import start_heap_trimmer
+from transport.heap import keep_heap_bounded
 from transport.server import ServerSettings, prepare_webrtc, session_registry
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class FleetWorker:
         spec.prepare_process()
         engine = Engine(spec.load_parts())
         prepare_webrtc(spec.settings)
-        start_heap_trimmer()  # a worker process runs sessions for hours (transport.heap)
+        keep_heap_bounded()  # a worker process runs sessions for hours (transport.heap)
         self.avatars = AvatarStore(capacity=None)  # the front bounds the uploads and says what to forget
         self.sessions = session_registry(engine, self.avatars, spec.settings, lambda: spec.default_avatar)
         # A restarted worker is a new process with nothing of the old one: the front tells the
