@@ -5,12 +5,13 @@ loop, torch's, the codecs'). glibc's malloc keeps what is freed in its arenas fo
 large mapped block has been freed it serves blocks up to that size (up to 32 MB) from the arenas
 too: its mmap threshold rises. Tensors and frames of many sizes then fragment the arenas, whose
 free space grows for as long as the process runs, and the resident set with it, while the memory
-in use stays flat (docs/latency-harness.md, "Soak": 30 minutes, in use flat at ~265 MB, the free
-held 460 -> 570 MB, even with the free pages given back every 30 s). So `keep_heap_bounded`:
+in use stays flat (docs/latency-harness.md, "Where the memory went": 30 minutes, in use flat at
+~270 MB, the free held 463 -> 574 MB even with its free pages given back every 30 s). So
+`keep_heap_bounded`:
 
 - fixes the mmap threshold at glibc's own starting value, 128 KiB: a larger block is mapped for
-  itself and unmapped when freed, so only small blocks live in the arenas (measured: the free held
-  stays at 10-20 MB; the stream keeps its 24 fps);
+  itself and unmapped when freed, so only small blocks live in the arenas (measured over the same
+  30 minutes: the free held 20-35 MB, the resident memory flat; the stream kept its fps);
 - and gives the arenas' whole free pages back to the kernel (`malloc_trim(0)`) every 30 s, from a
   thread of its own.
 
