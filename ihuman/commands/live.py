@@ -171,6 +171,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     if args.list_mics:
         return list_mics()
     _check(args)
+    keep_heap_bounded()  # a live session may run for hours; before its threads allocate (transport.heap)
     width, height = args.video_size
     parts = loading.load_parts(args, allow_random_default=True)
     cfg = parts.config
@@ -197,7 +198,6 @@ def cmd_live(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr, flush=True)
 
     result: dict[str, object] = {}
-    keep_heap_bounded()  # a live session may run for hours (transport.heap)
     try:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a live session ends
             result = asyncio.run(

@@ -60,6 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"ihuman serve needs the WebRTC stack ({err.name} is missing): pip install 'infinityhuman[serve]'"
         ) from None
 
+    keep_heap_bounded()  # before the model's and codecs' threads allocate (transport.heap)
     if min(args.bench_extra_delay_ms, args.bench_extra_delay_after_s) < 0:
         raise EngineError("--bench-extra-delay-ms and --bench-extra-delay-after-s take values >= 0")
     if args.bench_extra_delay_ms and not args.bench_stamps:
@@ -102,8 +103,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def ready(url: str) -> None:
         print(f"InfinityHuman Live: open {url} (Ctrl-C stops)", flush=True)
-
-    keep_heap_bounded()  # hours of frames from many threads: the heap gives back what is freed
 
     try:
         with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C while it drains

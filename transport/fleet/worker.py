@@ -50,10 +50,10 @@ class WorkerSpec:
 class FleetWorker:
     def __init__(self, spec: WorkerSpec) -> None:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        keep_heap_bounded()  # sessions for hours; before the engine's threads allocate (transport.heap)
         spec.prepare_process()
         engine = Engine(spec.load_parts())
         prepare_webrtc(spec.settings)
-        keep_heap_bounded()  # a worker process runs sessions for hours (transport.heap)
         self.avatars = AvatarStore(capacity=None)  # the front bounds the uploads and says what to forget
         self.sessions = session_registry(engine, self.avatars, spec.settings, lambda: spec.default_avatar)
         # A restarted worker is a new process with nothing of the old one: the front tells the
