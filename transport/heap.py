@@ -7,9 +7,9 @@ too: its mmap threshold rises. Tensors and frames of many sizes then fragment th
 free space grows for as long as the process runs, and the resident set with it, while the memory
 in use stays flat (docs/latency-harness.md, "Where the memory went": 30 minutes, in use flat at
 ~270 MB, the free held 463 -> 574 MB even with its free pages given back every 30 s). So
-`keep_heap_bounded`:
+`prepare_heap`:
 
-- allows malloc two arenas, not eight per core: what one thread frees, the others reuse, instead
+- allows malloc two arenas instead of up to eight per core: what one thread frees, the others reuse, instead
   of each thread's arena keeping its own free space (the free held grew 21 MB per 10 minutes over
   the same 30 minutes instead of 34, the stream kept its speed);
 - and gives the arenas' whole free pages back to the kernel (`malloc_trim(0)`) every 30 s, from a
@@ -114,7 +114,7 @@ _process_trimmer: list[HeapTrimmer] = []  # at most one
 _process_trimmer_lock = threading.Lock()
 
 
-def keep_heap_bounded() -> HeapTrimmer | None:
+def prepare_heap() -> HeapTrimmer | None:
     """For a long-running process, called before its threads start allocating (an arena is given
     to a thread at its first allocation): at most ARENAS arenas, and the process's trimmer started,
     both on the first call (None without glibc)."""

@@ -31,7 +31,7 @@ from engine.streaming.playback import play
 from engine.streaming.session import Session, SessionOptions
 from engine.streaming.stats import SessionStats
 from ihuman import arguments, loading
-from transport.heap import keep_heap_bounded
+from transport.heap import prepare_heap
 from transport.outputs import FORMS, OutputError, SessionOutputs, StreamFormat, output_sink, runners
 
 MAX_AUDIO_SECONDS = 3600.0  # a recording played live; longer is refused before any work
@@ -171,7 +171,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     if args.list_mics:
         return list_mics()
     _check(args)
-    keep_heap_bounded()  # a live session may run for hours; before its threads allocate (transport.heap)
+    prepare_heap()  # a live session may run for hours; before its threads allocate (transport.heap)
     width, height = args.video_size
     parts = loading.load_parts(args, allow_random_default=True)
     cfg = parts.config

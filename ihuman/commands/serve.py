@@ -46,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvloop  # noqa: PLC0415
 
-        from transport.heap import keep_heap_bounded  # noqa: PLC0415
+        from transport.heap import prepare_heap  # noqa: PLC0415
         from transport.server import (  # noqa: PLC0415
             ServerSettings,
             check_settings,
@@ -60,11 +60,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"ihuman serve needs the WebRTC stack ({err.name} is missing): pip install 'infinityhuman[serve]'"
         ) from None
 
-    keep_heap_bounded()  # before the model's and codecs' threads allocate (transport.heap)
     if min(args.bench_extra_delay_ms, args.bench_extra_delay_after_s) < 0:
         raise EngineError("--bench-extra-delay-ms and --bench-extra-delay-after-s take values >= 0")
     if args.bench_extra_delay_ms and not args.bench_stamps:
         raise EngineError("--bench-extra-delay-ms goes with --bench-stamps")
+    prepare_heap()  # before the model's and codecs' threads allocate (transport.heap)
     try:
         for url in args.output:  # checked before the model loads
             output_sink(url, StreamFormat(*args.video_size))

@@ -66,9 +66,9 @@ def test_the_trimmer_keeps_trimming_until_stopped() -> None:
 # Eight threads allocate at once; then the arenas malloc made are counted (malloc_info's heaps).
 THREADS_ALLOCATING = """
 import ctypes, json, os, sys, tempfile, threading
-from transport.heap import keep_heap_bounded
+from transport.heap import prepare_heap
 
-trimmer = keep_heap_bounded() if sys.argv[1] == "bounded" else None
+trimmer = prepare_heap() if sys.argv[1] == "prepared" else None
 start = threading.Barrier(8)
 def allocate():
     start.wait()
@@ -78,20 +78,21 @@ for t in threads: t.start()
 for t in threads: t.join()
 libc = ctypes.CDLL("libc.so.6")
 libc.fopen.restype = ctypes.c_void_p
-path = tempfile.mktemp()
+handle, path = tempfile.mkstemp()
+os.close(handle)
 stream = libc.fopen(path.encode(), b"w")
 libc.malloc_info(0, ctypes.c_void_p(stream))
 libc.fclose(ctypes.c_void_p(stream))
 arenas = open(path).read().count("<heap nr=")
 os.unlink(path)
-print(json.dumps({"arenas": arenas, "once": keep_heap_bounded() is trimmer,
+print(json.dumps({"arenas": arenas, "once": prepare_heap() is trimmer,
                   "trimming": trimmer is not None and trimmer.thread.is_alive()}))
 """
 
 
-@pytest.mark.parametrize("bounded", [False, True])
-def test_a_bounded_heap_has_two_arenas_however_many_threads_allocate(bounded: bool) -> None:
-    mode = "bounded" if bounded else "default"
+@pytest.mark.parametrize("prepared", [False, True])
+def test_a_prepared_heap_has_two_arenas_however_many_threads_allocate(prepared: bool) -> None:
+    mode = "prepared" if prepared else "default"
     run = subprocess.run(
         [sys.executable, "-c", THREADS_ALLOCATING, mode],
         capture_output=True,
@@ -100,7 +101,7 @@ def test_a_bounded_heap_has_two_arenas_however_many_threads_allocate(bounded: bo
         timeout=60,
     )
     numbers = json.loads(run.stdout)
-    if bounded:  # the threads share two arenas; one trimmer per process
+    if prepared:  # the threads share two arenas; one trimmer per process
         assert numbers["arenas"] == 2 and numbers["once"] and numbers["trimming"]
-    else:  # glibc's own behaviour, what the bound is for: an arena per thread (up to 8 per core)
+    else:  # glibc's own behaviour, what the limit is for: an arena per thread (up to 8 per core)
         assert numbers["arenas"] > 2

@@ -25,7 +25,7 @@ from engine.parts import Parts
 from engine.streaming.engine import Engine
 from transport.avatars import Avatar, AvatarStore
 from transport.errors import RequestError
-from transport.heap import keep_heap_bounded
+from transport.heap import prepare_heap
 from transport.server import ServerSettings, prepare_webrtc, session_registry
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class WorkerSpec:
 class FleetWorker:
     def __init__(self, spec: WorkerSpec) -> None:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        keep_heap_bounded()  # sessions for hours; before the engine's threads allocate (transport.heap)
+        prepare_heap()  # sessions for hours; before the engine's threads allocate (transport.heap)
         spec.prepare_process()
         engine = Engine(spec.load_parts())
         prepare_webrtc(spec.settings)
