@@ -8,9 +8,9 @@ in the window and the received A/V offset (the picture of each audio mark agains
 returned audio, both on this process's clock). What was received is dropped after each window, so
 the harness itself stays flat however long it runs.
 
-The summary fits slopes after a warm-up (the first `warm_up_s`): memory in MB per 10 minutes,
-and for files, threads and tasks their growth; the A/V offset of each peer against its first
-windows' value.
+The summary fits slopes after a warm-up (the first `warm_up_s`): memory in MB per 10 minutes with
+the slope's 95 % margin, and for files, threads and tasks their growth; the A/V offset of each
+peer against its first windows' value, and how many windows it left that by more than a frame.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.config import TimeBase
 from ihuman.bench.calls import MARK_PERIOD_S, marked_speech, served
 from ihuman.bench.timeline import av_offsets, frame_latency, video_mark_times
 from ihuman.bench.webrtc_mode import RATE, MarkedMicrophone, Received, read_audio, read_video
@@ -132,8 +133,30 @@ def slope_per_10_min(points: list[tuple[float, float]]) -> float | None:
     return float(np.polyfit(t, y, 1)[0] * 600)
 
 
-def summarise(samples: list[dict], warm_up_s: float) -> dict:
-    """Slopes and growth after the warm-up, fps, and each peer's A/V offset against its start."""
+def slope_margin_per_10_min(points: list[tuple[float, float]]) -> float | None:
+    """Half-width of the slope's 95 % interval, per 10 minutes (None: under 4 points).
+
+    A server's memory swings by tens of MB between heap trims, so a 30-minute slope has a margin
+    of several MB per 10 minutes: a bar of 1 MB per 10 minutes is met only where the margin is
+    that small too. Neighbouring samples are correlated (a swing spans several), which the plain
+    least-squares error ignores; its variance is widened by (1 + r) / (1 - r), r the residuals'
+    lag-1 correlation (an AR(1) model of them), so the interval is not falsely narrow."""
+    if len(points) < 4 or np.ptp([t for t, _ in points]) == 0:
+        return None
+    t, y = np.asarray(points, dtype=np.float64).T
+    slope, intercept = np.polyfit(t, y, 1)
+    residuals = y - (slope * t + intercept)
+    spread = float(((t - t.mean()) ** 2).sum())
+    standard_error = np.sqrt(residuals @ residuals / (len(t) - 2) / spread)
+    r = 0.0
+    if residuals.std() > 0:
+        r = float(np.clip(np.corrcoef(residuals[:-1], residuals[1:])[0, 1], 0.0, 0.9))
+    return float(1.96 * standard_error * np.sqrt((1 + r) / (1 - r)) * 600)
+
+
+def summarise(samples: list[dict], warm_up_s: float, frame_ms: float = TimeBase().frame_ms) -> dict:
+    """Slopes and growth after the warm-up, fps, and each peer's A/V offset against its start
+    (its largest change, and the windows where it changed by more than a frame)."""
     steady = [s for s in samples if s["t_s"] >= warm_up_s] or samples
     out: dict = {"warm_up_s": warm_up_s, "samples_after_warm_up": len(steady)}
     for key in ("rss_mb", "heap_in_use_mb", "heap_free_mb", "open_files", "threads", "tasks"):
@@ -141,6 +164,7 @@ def summarise(samples: list[dict], warm_up_s: float) -> dict:
         values = [v for _, v in points]
         out[key] = {
             "slope_per_10_min": slope_per_10_min(points),
+            "slope_margin_per_10_min": slope_margin_per_10_min(points),
             "first": values[0] if values else None,
             "last": values[-1] if values else None,
             "growth": (max(values) - values[0]) if values else None,
@@ -164,6 +188,7 @@ def summarise(samples: list[dict], warm_up_s: float) -> dict:
                 "av_offset_start_ms": start,
                 "av_offset_max_deviation_ms": max(abs(o - start) for o in offsets) if offsets else None,
                 "av_offset_windows": len(offsets),
+                "av_offset_windows_over_a_frame": sum(int(abs(o - start) > frame_ms) for o in offsets),
             }
         )
     return out
@@ -227,7 +252,7 @@ def markdown(report: dict) -> str:
         f"{report['settings'].get('video')} video, {report['settings'].get('weights')} weights, "
         f"a sample every {report['sample_s']:g} s; slopes after the first {s['warm_up_s']:g} s.",
         "",
-        "| server | first | last | slope per 10 min | growth |",
+        "| server | first | last | slope per 10 min (± its 95 % margin) | growth |",
         "|---|---|---|---|---|",
     ]
     for key, label in (("rss_mb", "memory (MB)"), ("heap_in_use_mb", "C heap in use (MB)"),
@@ -237,18 +262,22 @@ def markdown(report: dict) -> str:
         if v is None or v["first"] is None:  # a report from before the heap's numbers, or no glibc
             continue
         slope = "-" if v["slope_per_10_min"] is None else f"{v['slope_per_10_min']:+.2f}"
+        if v.get("slope_margin_per_10_min") is not None:  # reports from before it lack it
+            slope += f" ± {v['slope_margin_per_10_min']:.2f}"
         lines.append(f"| {label} | {v['first']:g} | {v['last']:g} | {slope} | {v['growth']:g} |")
     lines += [
         "",
-        "| peer | fps p50 / min | latency p50 (ms) | A/V offset at start (ms) | its largest change (ms) |",
-        "|---|---|---|---|---|",
+        "| peer | fps p50 / min | latency p50 (ms) | A/V offset at start (ms) | its largest change (ms) "
+        "| windows changed by more than a frame |",
+        "|---|---|---|---|---|---|",
     ]
     for i, p in enumerate(s["peers"]):
         start = "-" if p["av_offset_start_ms"] is None else f"{p['av_offset_start_ms']:.0f}"
         change = "-" if p["av_offset_max_deviation_ms"] is None else f"{p['av_offset_max_deviation_ms']:.0f}"
         latency = "-" if p.get("latency_p50_ms") is None else f"{p['latency_p50_ms']:.0f}"
         fps = f"{p['fps_p50']:.1f} / {p['fps_min']:.1f}"
-        lines.append(f"| {i + 1} ({p['role']}) | {fps} | {latency} | {start} | {change} |")
+        over = f"{p.get('av_offset_windows_over_a_frame', '-')} of {p['av_offset_windows']}"
+        lines.append(f"| {i + 1} ({p['role']}) | {fps} | {latency} | {start} | {change} | {over} |")
     return "\n".join([*lines, "", "![soak](soak.png)", ""])
 
 

@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from ihuman.bench.soak import slope_per_10_min, summarise
+from ihuman.bench.soak import slope_margin_per_10_min, slope_per_10_min, summarise
 from ihuman.cli import main
 
 
@@ -33,7 +34,37 @@ def test_slopes_and_offsets_are_measured_after_the_warm_up() -> None:
     talker, viewer = s["peers"]
     assert talker["av_offset_max_deviation_ms"] == 0 and talker["fps_p50"] == 25
     assert viewer["av_offset_start_ms"] == -40 and viewer["av_offset_max_deviation_ms"] == 30
+    assert talker["av_offset_windows_over_a_frame"] == viewer["av_offset_windows_over_a_frame"] == 0
     assert slope_per_10_min([(0, 1.0)]) is None
+
+
+def test_a_window_off_by_more_than_a_frame_is_counted() -> None:
+    samples = [_sample(60 * i, 800, 30, (-40, -40 if i != 7 else 5)) for i in range(12)]
+    talker, viewer = summarise(samples, warm_up_s=0)["peers"]
+    assert talker["av_offset_windows_over_a_frame"] == 0
+    assert viewer["av_offset_windows_over_a_frame"] == 1 and viewer["av_offset_windows"] == 12
+
+
+def test_the_slope_margin_widens_with_noise_and_with_correlated_noise() -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(180) * 10.0  # 30 minutes, a sample every 10 s
+    line = 0.5 / 600 * t  # +0.5 MB per 10 minutes
+    quiet = slope_margin_per_10_min(list(zip(t, line + rng.normal(0, 1, t.size), strict=True)))
+    loud = slope_margin_per_10_min(list(zip(t, line + rng.normal(0, 20, t.size), strict=True)))
+    # The same spread of noise, but in swings lasting several samples (as between heap trims).
+    swings = np.repeat(rng.normal(0, 20, t.size // 6), 6)
+    swinging = slope_margin_per_10_min(list(zip(t, line + swings, strict=True)))
+    assert quiet is not None and loud is not None and swinging is not None
+    assert quiet < 0.5 < loud  # with 20 MB swings a 30-minute soak cannot tell +0.5 from 0
+    assert swinging > 1.5 * loud
+    # The interval holds the true slope in about 95 % of such soaks.
+    held = 0
+    for seed in range(200):
+        noise = np.repeat(np.random.default_rng(seed).normal(0, 20, t.size // 6), 6)
+        points = list(zip(t, line + noise, strict=True))
+        held += abs(slope_per_10_min(points) - 0.5) <= slope_margin_per_10_min(points)
+    assert held >= 180
+    assert slope_margin_per_10_min([(0, 1.0), (10, 2.0), (20, 3.0)]) is None
 
 
 @pytest.mark.slow
@@ -59,6 +90,9 @@ def test_a_short_soak_on_loopback_writes_its_report(tmp_path: Path) -> None:
     assert all(0 < p["latency_p50_ms"] < 5000 for p in peers), peers  # the mark's picture came back
     assert (out / "soak.png").stat().st_size > 0
     assert "latency p50" in (text := (out / "report.md").read_text()) and "C heap held free" in text
+    assert report["summary"]["rss_mb"]["slope_margin_per_10_min"] is None  # 2 samples after warm-up
+    assert all(p["av_offset_windows_over_a_frame"] <= p["av_offset_windows"] for p in peers)
+    assert "more than a frame" in text
 
 
 def test_bad_soak_arguments_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
