@@ -1,14 +1,16 @@
-"""`ihuman train lr-a2v --latent-cache N`: LR-A2V trained on windows encoded once.
+"""`ihuman train lr-a2v|refiner --latent-cache N`: a generator trained on windows encoded once.
 
-LR-A2V reads the autoencoder and the audio encoder frozen, so what they make of a training window
-never changes: encoding it again every step cost two thirds of a CPU step (docs/demo.md). Here N
-windows of the training stream are encoded once (`LRA2VTask.encode`), stored beside the bundle
-in `lr_a2v_windows.safetensors`, and batches are drawn from them; the random parts of a batch
-(the start-of-stream history, the noise on the motion latents, the condition dropout, the flow
-time and noise) are still drawn anew each step (`LRA2VTask.assemble`).
+Both generators read frozen parts (LR-A2V: the autoencoder and the audio encoder; the refiner: the
+autoencoder and the pose head), so what those make of a training window never changes: encoding
+it again every step cost two thirds of an LR-A2V step on a CPU (docs/demo.md), and the pose head
+and its raster, drawn on the CPU, starved the refiner on a GPU. Here N windows of the training
+stream are encoded once (the task's `encode`), stored beside the bundle in
+`<part>_windows.safetensors`, and batches are drawn from them; the random parts of a batch (for
+LR-A2V the start-of-stream history and the noise on the motion latents; for both the condition
+dropout, the degradation, the flow time and noise) are still drawn anew each step (`assemble`).
 
-The store names the autoencoder and audio encoder it was made with (their files' digests) and
-the windows' first seed: with other parts or other windows it is made again, never reused.
+The store names the frozen parts it was made with (their files' digests) and the windows' first
+seed: with other parts or other windows it is made again, never reused.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from safetensors import safe_open
@@ -25,22 +28,35 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm import tqdm
 
-from engine.training.generators import LRA2VTask
 from engine.training.trainer import to_device
 
 log = logging.getLogger(__name__)
 
-CACHE_FILE = "lr_a2v_windows.safetensors"
-READS = ("vae", "audio")  # the frozen parts whose output the store holds
+READS = {"lr_a2v": ("vae", "audio"), "refiner": ("vae", "pose")}
+"""Per trained part, the frozen parts whose output its store holds."""
+
+
+class EncodingTask(Protocol):
+    """A task whose windows can be stored: it trains `part` and `encode`s a batch of frames."""
+
+    part: str
+    device: torch.device
+
+    def encode(self, batch: dict) -> dict[str, Tensor]: ...
+
+
+def store_path(bundle: Path, part: str) -> Path:
+    """Where the windows of the generator `part` are stored in `bundle`."""
+    return bundle / f"{part}_windows.safetensors"
 
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def cache_key(bundle: Path, seed: int) -> dict[str, str]:
-    """What the stored windows depend on: the parts' file digests and the first window seed."""
-    key = {part: _digest(bundle / f"{part}.safetensors") for part in READS}
+def cache_key(bundle: Path, part: str, seed: int) -> dict[str, str]:
+    """What the stored windows depend on: the frozen parts' file digests and the first window seed."""
+    key = {read: _digest(bundle / f"{read}.safetensors") for read in READS[part]}
     return {**key, "seed": str(seed)}
 
 
@@ -55,15 +71,15 @@ def _stored(path: Path, key: dict[str, str], count: int) -> dict[str, Tensor] | 
 
 
 def encode_windows(
-    task: LRA2VTask, stream: Iterator[dict], count: int, bundle: Path, seed: int
+    task: EncodingTask, stream: Iterator[dict], count: int, bundle: Path, seed: int
 ) -> dict[str, Tensor]:
     """`count` windows of `stream` encoded by the task's frozen parts, on the CPU: from the
     bundle's store when it holds them for these parts and seed, else made (with progress) and
     stored there."""
-    path, key = bundle / CACHE_FILE, cache_key(bundle, seed)
+    path, key = store_path(bundle, task.part), cache_key(bundle, task.part, seed)
     stored = _stored(path, key, count)
     if stored is not None:
-        log.info("lr-a2v: %d encoded windows from %s", count, path)
+        log.info("%s: %d encoded windows from %s", task.part, count, path)
         return stored
     parts: dict[str, list[Tensor]] = {}
     made = 0

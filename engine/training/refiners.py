@@ -22,7 +22,7 @@ from engine.training.steps import RefinerBatch, degraded_conditions, refiner_ste
 from engine.training.task import Task
 from engine.training.windows import clip_with_reference, psnr
 
-PREDICTED_POSE_RATE = 0.5  # share of refiner batches guided by the pose head instead of the truth
+PREDICTED_POSE_RATE = 0.5  # share of refiner windows guided by the pose head instead of the truth
 
 
 @dataclass
@@ -39,7 +39,14 @@ class RefinerTask(Task):
         )
 
     @torch.no_grad()
-    def make_batch(self, batch: dict, predicted_pose: bool | None = None) -> RefinerBatch:
+    def encode(self, batch: dict, predicted_pose: bool | None = None) -> dict[str, Tensor]:
+        """What the frozen parts make of a window of HR frames: `hr` latents [B, C, 1 + M + N, H,
+        W] (the reference, then the window), the new frames' `lr` latents [B, C, N, h, w] and the
+        `pose` raster [B, 8, T, Hp, Wp] as bytes. The pose is the truth's or, for a share of the
+        windows (None) or all of them (True), the pose head's on the LR frames. Stored once by
+        `ihuman train refiner --latent-cache` (latent_windows.py): the pose head and the raster,
+        drawn on the CPU, are most of a step's cost on a GPU, and as bytes (1/255 steps, below a
+        stroke's anti-aliasing) 3,200 windows of the tiny preset take 0.7 GB instead of 2.9."""
         cfg = self.parts.config
         hr_frames, reference = batch["frames"], batch["reference"]  # [B, T, 3, H, W], [B, 3, H, W]
         B, T = hr_frames.shape[:2]
@@ -52,24 +59,47 @@ class RefinerTask(Task):
         lr_latents = self.parts.vae.encode(lr_clip)
         pose = batch["pose"]  # [B, 8, T, Hp, Wp] from the ground truth
         if predicted_pose is None:
-            predicted_pose = bool(torch.rand(()) < PREDICTED_POSE_RATE)
-        if predicted_pose:
+            predicted = torch.rand(B) < PREDICTED_POSE_RATE
+        else:
+            predicted = torch.full((B,), predicted_pose)
+        if predicted.any():
             points, _ = self.parts.pose(lr_frames.clamp(0, 1))
             Hp, Wp = cfg.pose_size
             points = points.view(B, T, *points.shape[1:]).cpu()  # the raster is drawn on the CPU
-            pose = torch.stack([pose_tensor(p, Wp, Hp) for p in points]).to(hr_latents.device)
+            pose = pose.clone()
+            for i in predicted.nonzero().flatten().tolist():
+                pose[i] = pose_tensor(points[i], Wp, Hp).to(pose.device)
         motion = cfg.segment.refiner_motion_latents
+        return {
+            "hr": hr_latents,
+            "lr": lr_latents[:, :, 1 + motion :],
+            "pose": (pose * 255).round().to(torch.uint8),
+        }
+
+    def assemble(self, encoded: dict[str, Tensor]) -> RefinerBatch:
+        """A training batch from `encode`'s tensors."""
+        cfg = self.parts.config
+        hr_latents, motion = encoded["hr"], cfg.segment.refiner_motion_latents
         return RefinerBatch(
             prefix=hr_latents[:, :, :1],
             motion=hr_latents[:, :, 1 : 1 + motion],
             target=hr_latents[:, :, 1 + motion :],
-            lr=lr_latents[:, :, 1 + motion :],
-            pose=pose[:, :, motion * cfg.time.vae_temporal_stride :],
-            text=tokenize([None] * B, cfg.text, hr_latents.device),
+            lr=encoded["lr"],
+            pose=encoded["pose"][:, :, motion * cfg.time.vae_temporal_stride :].float() / 255,
+            text=tokenize([None] * hr_latents.shape[0], cfg.text, hr_latents.device),
         )
+
+    def make_batch(self, batch: dict, predicted_pose: bool | None = None) -> RefinerBatch:
+        """A training batch from a window of HR frames (None: the pose head's pose by chance)."""
+        return self.assemble(self.encode(batch, predicted_pose))
 
     def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
         result = refiner_step(self.model, self.make_batch(batch))
+        return result.loss, {}
+
+    def latent_loss(self, encoded: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        """The loss on stored `encode` tensors (--latent-cache): the same loss, no frames."""
+        result = refiner_step(self.model, self.assemble(encoded))
         return result.loss, {}
 
     @torch.no_grad()

@@ -9,8 +9,9 @@
 #      $PROBE_STEPS steps to time a step, then a cosine schedule sized to $LR_SECONDS (--time-limit
 #      stops it at the latest), fine-tuning the shipped weights (a new optimizer: the exported
 #      bundle has none);
-#   2. the PG-Refiner, from the shipped (untrained) one, on windows rendered while it trains, sized
-#      the same way to $REF_SECONDS or what is left of $BUDGET;
+#   2. the PG-Refiner, from the shipped (untrained) one, the same way: $REF_WINDOWS windows at HR
+#      encoded once with their pose rasters (the truth's, or the pose head's for half of them),
+#      then sized to $REF_SECONDS or what is left of $BUDGET;
 #   3. the GPU tests of the attention kernels and their tuning candidates, in what time is left.
 #
 # Held-out evaluation runs back on the developer machine (`ihuman eval ...`, docs/demo.md).
@@ -18,8 +19,8 @@
 # the procedural clips) as Debian packages in .espeak, unpacked under /tmp, with `pcaudio_stub`
 # built there (or, without a C compiler, .espeak/libpcaudio.so.0, built here by it). How to fetch
 # both: docs/demo.md, "Training on a lent GPU". Carry [".whl", ".espeak"]. Dry run on a CPU first:
-#   DEVICE=cpu WORKERS=2 LR_WINDOWS=64 LR_BATCH=8 LR_SECONDS=20 REF_BATCH=2 REF_SECONDS=20 \
-#       PROBE_STEPS=20 TEST_SECONDS=0 bash ihuman/bench/gpu_finetune.sh
+#   DEVICE=cpu WORKERS=2 LR_WINDOWS=64 LR_BATCH=8 LR_SECONDS=20 REF_WINDOWS=32 REF_BATCH=4 \
+#       REF_SECONDS=20 PROBE_STEPS=20 TEST_SECONDS=0 bash ihuman/bench/gpu_finetune.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
 PY=${PY:-python3}
@@ -34,6 +35,7 @@ LR_WINDOWS=${LR_WINDOWS:-5000}
 LR_BATCH=${LR_BATCH:-64}
 LR_RATE=${LR_RATE:-4e-4}
 LR_SECONDS=${LR_SECONDS:-150}
+REF_WINDOWS=${REF_WINDOWS:-3000}
 REF_BATCH=${REF_BATCH:-16}
 REF_RATE=${REF_RATE:-4e-4}
 REF_SECONDS=${REF_SECONDS:-130}
@@ -105,8 +107,8 @@ run_part() {  # run_part TASK PART SECONDS [options]: probe, size, train; weight
     echo "{\"task\": \"$task\", \"steps_per_s\": $rate, \"steps\": $steps}" | tee -a "$OUT/probe.jsonl"
     mkdir -p "$WORK/run" && [ -f "$WORK/run/config.json" ] || cp -r "$BUNDLE/." "$WORK/run"
     # The probe's encoded windows are the run's (the same parts and seed: the store's key).
-    [ -f "$WORK/probe-$task/lr_a2v_windows.safetensors" ] && \
-        ln -f "$WORK/probe-$task/lr_a2v_windows.safetensors" "$WORK/run/"
+    [ -f "$WORK/probe-$task/${part}_windows.safetensors" ] && \
+        ln -f "$WORK/probe-$task/${part}_windows.safetensors" "$WORK/run/"
     stamp "$task: $steps steps (about $seconds s)"
     local limit
     limit=$("$PY" -c "print($seconds * 1.1 / 60)")
@@ -115,10 +117,11 @@ run_part() {  # run_part TASK PART SECONDS [options]: probe, size, train; weight
 }
 
 run_part lr-a2v lr_a2v "$LR_SECONDS" --latent-cache "$LR_WINDOWS" --batch "$LR_BATCH" --lr "$LR_RATE"
-# The refiner's probe and start take about a minute: it trains in what is left after them.
-REF_SECONDS=$(( $(left) - 60 < REF_SECONDS ? $(left) - 60 : REF_SECONDS ))
+# The refiner's probe (which encodes its windows) and start take about two minutes: it trains in
+# what is left after them.
+REF_SECONDS=$(( $(left) - 120 < REF_SECONDS ? $(left) - 120 : REF_SECONDS ))
 if [ "$REF_SECONDS" -gt 20 ]; then
-    run_part refiner refiner "$REF_SECONDS" --batch "$REF_BATCH" --lr "$REF_RATE"
+    run_part refiner refiner "$REF_SECONDS" --latent-cache "$REF_WINDOWS" --batch "$REF_BATCH" --lr "$REF_RATE"
 fi
 
 TEST_SECONDS=$(( $(left) - 5 < TEST_SECONDS ? $(left) - 5 : TEST_SECONDS ))

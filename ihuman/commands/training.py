@@ -15,6 +15,7 @@ from engine.exceptions import ConfigError
 from engine.presets import PRESETS, get_preset
 from engine.training.generators import LRA2VTask
 from engine.training.latent_windows import cached_batches, encode_windows
+from engine.training.refiners import RefinerTask
 from engine.training.registry import TASKS, build_task
 from engine.training.trainer import Trainer, TrainSettings, to_device
 from engine.training.windows import batches, held_out
@@ -77,8 +78,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     step_fn = task.loss
     if args.latent_cache:
-        if type(task) is not LRA2VTask:  # its subclass hand-refl decodes what it samples
-            raise ConfigError(f"--latent-cache is for the lr-a2v task, not {task.name}")
+        # Not their subclasses: hand-refl compares what it samples with the real frames, and
+        # distill regresses onto its teacher (latent_loss is the flow loss).
+        if type(task) not in (LRA2VTask, RefinerTask):
+            raise ConfigError(f"--latent-cache is for the lr-a2v and refiner tasks, not {task.name}")
         windows = encode_windows(task, stream, args.latent_cache, out, args.seed)
         stream = (to_device(b, device) for b in cached_batches(windows, args.batch, args.seed + trainer.step))
         step_fn = task.latent_loss
@@ -162,8 +165,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--latent-cache",
         type=positive,
         metavar="N",
-        help="lr-a2v: encode N training windows once (stored in the bundle) and train on them; "
-        "steps cost a third, without the pixel term on the lips",
+        help="lr-a2v, refiner: encode N training windows once (stored in the bundle) and train on "
+        "them (lr-a2v: steps cost a third, without the pixel term on the lips)",
     )
     train.add_argument(
         "--time-limit",
