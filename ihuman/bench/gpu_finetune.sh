@@ -19,8 +19,8 @@
 # the procedural clips) as Debian packages in .espeak, unpacked under /tmp, with `pcaudio_stub`
 # built there (or, without a C compiler, .espeak/libpcaudio.so.0, built here by it). How to fetch
 # both: docs/demo.md, "Training on a lent GPU". Carry [".whl", ".espeak"]. Dry run on a CPU first:
-#   DEVICE=cpu WORKERS=2 LR_WINDOWS=64 LR_BATCH=8 LR_SECONDS=20 REF_WINDOWS=32 REF_BATCH=4 \
-#       REF_SECONDS=20 PROBE_STEPS=20 TEST_SECONDS=0 bash ihuman/bench/gpu_finetune.sh
+#   DEVICE=cpu WORKERS=2 LR_WINDOWS=64 LR_BATCH=8 LR_SECONDS=20 REF_WINDOWS=48 REF_BATCH=4 \
+#       REF_SECONDS=30 PROBE_STEPS=40 TEST_SECONDS=0 bash ihuman/bench/gpu_finetune.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
 PY=${PY:-python3}
