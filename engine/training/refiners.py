@@ -44,9 +44,9 @@ class RefinerTask(Task):
         W] (the reference, then the window), the new frames' `lr` latents [B, C, N, h, w] and the
         `pose` raster [B, 8, T, Hp, Wp] as bytes. The pose is the truth's or, for a share of the
         windows (None) or all of them (True), the pose head's on the LR frames. Stored once by
-        `ihuman train refiner --latent-cache` (latent_windows.py): the pose head and the raster,
-        drawn on the CPU, are most of a step's cost on a GPU, and as bytes (1/255 steps, below a
-        stroke's anti-aliasing) 3,200 windows of the tiny preset take 0.7 GB instead of 2.9."""
+        `ihuman train refiner --latent-cache` (latent_windows.py): rendering HR windows, the pose
+        head and its raster (drawn on the CPU) starved the refiner's steps on a GPU. As bytes (in
+        steps of 1/255) the rasters of 3,200 windows of the tiny preset take 0.7 GB, not 2.9."""
         cfg = self.parts.config
         hr_frames, reference = batch["frames"], batch["reference"]  # [B, T, 3, H, W], [B, 3, H, W]
         B, T = hr_frames.shape[:2]
