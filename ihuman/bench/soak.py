@@ -137,10 +137,11 @@ def slope_margin_per_10_min(points: list[tuple[float, float]]) -> float | None:
     """Half-width of the slope's 95 % interval, per 10 minutes (None: under 4 points).
 
     A server's memory swings by tens of MB between heap trims, so a 30-minute slope has a margin
-    of several MB per 10 minutes: a bar of 1 MB per 10 minutes is met only where the margin is
-    that small too. Neighbouring samples are correlated (a swing spans several), which the plain
+    of several MB per 10 minutes: a slope under a bar of 1 MB per 10 minutes says little unless
+    its margin is about that size too. Neighbouring samples are correlated (a swing spans several), which the plain
     least-squares error ignores; its variance is widened by (1 + r) / (1 - r), r the residuals'
-    lag-1 correlation (an AR(1) model of them), so the interval is not falsely narrow."""
+    lag-1 correlation (an AR(1) model of them, r taken between 0 and 0.9), so the interval is not
+    falsely narrow."""
     if len(points) < 4 or np.ptp([t for t, _ in points]) == 0:
         return None
     t, y = np.asarray(points, dtype=np.float64).T
