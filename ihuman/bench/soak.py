@@ -43,6 +43,11 @@ SERVER_METRICS = {  # /metrics name -> sample key
     "ihuman_asyncio_tasks": "tasks",
     "ihuman_sessions": "sessions",
 }
+SESSION_METRICS = {  # /metrics name (labelled by session) -> key
+    "ihuman_fallback_frames_total": "fallback_frames",  # a counter: frames not fully refined
+    "ihuman_target_delay_ms": "target_delay_ms",
+    "ihuman_degrade_level": "degrade_level",
+}
 
 
 @dataclass
@@ -108,20 +113,27 @@ async def _connect(url: str, microphone: MarkedMicrophone, session: str | None) 
     return peer
 
 
-async def server_sample(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
+async def server_sample(http: aiohttp.ClientSession, url: str) -> dict:
     """The server's memory (and its C heap's), files, threads, tasks and sessions; a fleet's
-    (`ihuman serve --ray`) summed over its processes: the front and every worker."""
+    (`ihuman serve --ray`) summed over its processes: the front and every worker. Under
+    "per_session", by session id, what the server did to each stream (SESSION_METRICS): an A/V
+    offset that moves can then be set beside the fallbacks, delay and degrade level of its window."""
     async with http.get(f"{url}/metrics") as r:
         text = await r.text()
-    out: dict[str, float] = {}
+    out: dict = {}
+    per_session: dict[str, dict[str, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in SERVER_METRICS:
                 key = SERVER_METRICS[sample.name]
                 out[key] = out.get(key, 0.0) + sample.value
+            elif sample.name in SESSION_METRICS and "session" in sample.labels:
+                stream = per_session.setdefault(sample.labels["session"], {})
+                stream[SESSION_METRICS[sample.name]] = sample.value
     for key in ("rss_mb", "heap_in_use_mb", "heap_free_mb"):
         if key in out:
             out[key] /= 2**20
+    out["per_session"] = per_session
     return out
 
 
@@ -138,10 +150,10 @@ def slope_margin_per_10_min(points: list[tuple[float, float]]) -> float | None:
 
     A server's memory swings by tens of MB between heap trims, so a 30-minute slope has a margin
     of several MB per 10 minutes: a slope under a bar of 1 MB per 10 minutes says little unless
-    its margin is about that size too. Neighbouring samples are correlated (a swing spans several), which the plain
-    least-squares error ignores; its variance is widened by (1 + r) / (1 - r), r the residuals'
-    lag-1 correlation (an AR(1) model of them, r taken between 0 and 0.9), so the interval is not
-    falsely narrow."""
+    its margin is about that size too. Neighbouring samples are correlated (a swing spans
+    several), which the plain least-squares error ignores; its variance is widened by
+    (1 + r) / (1 - r), r the residuals' lag-1 correlation (an AR(1) model of them, r taken between
+    0 and 0.9), so the interval is not falsely narrow."""
     if len(points) < 4 or np.ptp([t for t, _ in points]) == 0:
         return None
     t, y = np.asarray(points, dtype=np.float64).T
