@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -96,9 +97,10 @@ def window_spec(cls: type, config: Config, width: int, height: int) -> WindowSpe
 @dataclass
 class LRA2VTask(Task):
     parts: Parts  # the trained autoencoder and audio encoder it reads (frozen)
+    READS: ClassVar[tuple[str, ...]] = ("vae", "audio")  # those parts' names: its windows' store key
 
     def frozen(self) -> list[nn.Module]:
-        return [self.parts.vae, self.parts.audio]
+        return [getattr(self.parts, name) for name in self.READS]
 
     @staticmethod
     def window_frames(config: Config) -> int:

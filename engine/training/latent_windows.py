@@ -2,8 +2,8 @@
 
 Both generators read frozen parts (LR-A2V: the autoencoder and the audio encoder; the refiner: the
 autoencoder and the pose head), so what those make of a training window never changes: encoding
-it again every step cost two thirds of an LR-A2V step on a CPU (docs/demo.md), and the pose head
-and its raster, drawn on the CPU, starved the refiner on a GPU. Here N windows of the training
+it again every step cost two thirds of an LR-A2V step on a CPU (docs/demo.md), and rendering HR
+windows, the pose head and its raster starved the refiner on a GPU. Here N windows of the training
 stream are encoded once (the task's `encode`), stored beside the bundle in
 `<part>_windows.safetensors`, and batches are drawn from them; the random parts of a batch (for
 LR-A2V the start-of-stream history and the noise on the motion latents; for both the condition
@@ -32,14 +32,13 @@ from engine.training.trainer import to_device
 
 log = logging.getLogger(__name__)
 
-READS = {"lr_a2v": ("vae", "audio"), "refiner": ("vae", "pose")}
-"""Per trained part, the frozen parts whose output its store holds."""
-
 
 class EncodingTask(Protocol):
-    """A task whose windows can be stored: it trains `part` and `encode`s a batch of frames."""
+    """A task whose windows can be stored: it trains `part`, reads the frozen parts `READS` and
+    `encode`s a batch of frames with them."""
 
     part: str
+    READS: tuple[str, ...]
     device: torch.device
 
     def encode(self, batch: dict) -> dict[str, Tensor]: ...
@@ -54,9 +53,9 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def cache_key(bundle: Path, part: str, seed: int) -> dict[str, str]:
+def cache_key(bundle: Path, reads: tuple[str, ...], seed: int) -> dict[str, str]:
     """What the stored windows depend on: the frozen parts' file digests and the first window seed."""
-    key = {read: _digest(bundle / f"{read}.safetensors") for read in READS[part]}
+    key = {read: _digest(bundle / f"{read}.safetensors") for read in reads}
     return {**key, "seed": str(seed)}
 
 
@@ -76,7 +75,7 @@ def encode_windows(
     """`count` windows of `stream` encoded by the task's frozen parts, on the CPU: from the
     bundle's store when it holds them for these parts and seed, else made (with progress) and
     stored there."""
-    path, key = store_path(bundle, task.part), cache_key(bundle, task.part, seed)
+    path, key = store_path(bundle, task.part), cache_key(bundle, task.READS, seed)
     stored = _stored(path, key, count)
     if stored is not None:
         log.info("%s: %d encoded windows from %s", task.part, count, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +29,10 @@ PREDICTED_POSE_RATE = 0.5  # share of refiner windows guided by the pose head in
 @dataclass
 class RefinerTask(Task):
     parts: Parts  # the trained autoencoder and pose head it reads (frozen)
+    READS: ClassVar[tuple[str, ...]] = ("vae", "pose")  # those parts' names: its windows' store key
 
     def frozen(self) -> list[nn.Module]:
-        return [self.parts.vae, self.parts.pose]
+        return [getattr(self.parts, name) for name in self.READS]
 
     @staticmethod
     def window_frames(config: Config) -> int:
