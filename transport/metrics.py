@@ -51,6 +51,10 @@ class SessionCollector(Collector):
         delay = GaugeMetricFamily("ihuman_target_delay_ms", "Audio in to audio+video out", labels=session)
         fallbacks = CounterMetricFamily("ihuman_fallback_frames", "Frames not fully refined", labels=session)
         degrade = GaugeMetricFamily("ihuman_degrade_level", "Quality degrade level", labels=session)
+        # A peer whose sender (its encoder) falls behind loses the oldest frames of its backlog.
+        relay_dropped = CounterMetricFamily(
+            "ihuman_relay_dropped", "Frames peers lost behind their backlog", labels=[*session, "kind"]
+        )
         out = [*session, "output"]
         streaming = GaugeMetricFamily(
             "ihuman_output_streaming", "1 while an output is delivering", labels=out
@@ -72,13 +76,16 @@ class SessionCollector(Collector):
             delay.add_metric([live.id], s.target_delay_ms)
             fallbacks.add_metric([live.id], sum(s.fallbacks.values()))
             degrade.add_metric([live.id], s.degrade_level)
+            relay_dropped.add_metric([live.id, "video"], live.video_relay.dropped)
+            relay_dropped.add_metric([live.id, "audio"], live.audio_relay.dropped)
             for o in (runner.stats() for runner in live.outputs):
                 labels = [live.id, str(o["url"])]
                 streaming.add_metric(labels, float(o["state"] == "streaming"))
                 for kind, count in o["dropped"].items():  # type: ignore[union-attr]
                     dropped.add_metric([*labels, kind], count)
                 reconnects.add_metric(labels, o["reconnects"])  # type: ignore[arg-type]
-        yield from (peers, fps, latency, delay, fallbacks, degrade, streaming, dropped, reconnects)
+        yield from (peers, fps, latency, delay, fallbacks, degrade, relay_dropped)
+        yield from (streaming, dropped, reconnects)
 
 
 class RuntimeCollector(Collector):

@@ -34,6 +34,8 @@ class RelayedTrack(MediaStreamTrack):
     def offer(self, frame: Media | None) -> None:
         if len(self._frames) == self._frames.maxlen:  # the oldest frame makes room
             self.dropped += 1
+            if self._relay is not None:
+                self._relay.dropped += 1
         self._frames.append(frame)
         self._arrived.set()
 
@@ -71,6 +73,7 @@ class BoundedRelay:
         self.source, self.limit = source, limit
         self._subscribers: set[RelayedTrack] = set()
         self._reader: asyncio.Task | None = None
+        self.dropped = 0  # frames lost by all its subscribers, those gone included
 
     def subscribe(self) -> RelayedTrack:
         track = RelayedTrack(self, self.limit)

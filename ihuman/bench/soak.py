@@ -47,6 +47,7 @@ SESSION_METRICS = {  # /metrics name (labelled by session) -> key
     "ihuman_fallback_frames_total": "fallback_frames",  # a counter: frames not fully refined
     "ihuman_target_delay_ms": "target_delay_ms",
     "ihuman_degrade_level": "degrade_level",
+    "ihuman_relay_dropped_total": "relay_dropped",  # by kind: frames peers' senders fell behind by
 }
 
 
@@ -117,7 +118,8 @@ async def server_sample(http: aiohttp.ClientSession, url: str) -> dict:
     """The server's memory (and its C heap's), files, threads, tasks and sessions; a fleet's
     (`ihuman serve --ray`) summed over its processes: the front and every worker. Under
     "per_session", by session id, what the server did to each stream (SESSION_METRICS): an A/V
-    offset that moves can then be set beside the fallbacks, delay and degrade level of its window."""
+    offset that moves can then be set beside the fallbacks, delay, degrade level and the frames its
+    peers' senders lost behind their backlog (video: an encoder that fell behind) in its window."""
     async with http.get(f"{url}/metrics") as r:
         text = await r.text()
     out: dict = {}
@@ -129,7 +131,10 @@ async def server_sample(http: aiohttp.ClientSession, url: str) -> dict:
                 out[key] = out.get(key, 0.0) + sample.value
             elif sample.name in SESSION_METRICS and "session" in sample.labels:
                 stream = per_session.setdefault(sample.labels["session"], {})
-                stream[SESSION_METRICS[sample.name]] = sample.value
+                key = SESSION_METRICS[sample.name]
+                if "kind" in sample.labels:
+                    key = f"{key}_{sample.labels['kind']}"
+                stream[key] = sample.value
     for key in ("rss_mb", "heap_in_use_mb", "heap_free_mb"):
         if key in out:
             out[key] /= 2**20

@@ -84,6 +84,10 @@ def test_a_short_soak_on_loopback_writes_its_report(tmp_path: Path) -> None:
     assert last["server"]["threads"] > 0
     assert [p["role"] for p in last["peers"]] == ["talker", "viewer"]
     assert last["peers"][0]["session"] == last["peers"][1]["session"]  # the viewer watches the talker
+    # What the server did to that stream, by session: set beside an A/V offset that moved.
+    stream = last["server"]["per_session"][last["peers"][0]["session"]]
+    assert stream["target_delay_ms"] > 0 and stream["fallback_frames"] >= 0
+    assert {"degrade_level", "relay_dropped_video", "relay_dropped_audio"} <= set(stream)
     assert all(p["fps"] > 10 for p in last["peers"])  # both receive the avatar
     assert any(p["av_offset_ms"] is not None for s in report["samples"] for p in s["peers"])  # marks read
     peers = report["summary"]["peers"]

@@ -53,6 +53,7 @@ async def test_readers_get_everything_and_a_stalled_one_holds_at_most_its_limit(
     assert seen == [320 * i for i in range(1000)]
     # The stalled one never read: it kept the newest 49 frames and the end, and counted the rest.
     assert stalled.backlog == 50 and stalled.dropped == 951
+    assert relay.dropped == 951  # what the server's metrics report for the session
     late = await _drain(stalled)
     assert late == [320 * i for i in range(951, 1000)]
 
