@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine.config import TimeBase
 from ihuman.bench.calls import MARK_PERIOD_S, marked_speech, served
-from ihuman.bench.timeline import av_offsets, frame_latency, video_mark_times
+from ihuman.bench.timeline import ReceivedFrame, av_offsets, frame_latency, mark_delays, video_mark_times
 from ihuman.bench.webrtc_mode import RATE, MarkedMicrophone, Received, read_audio, read_video
 from transport import ice
 
@@ -62,19 +62,34 @@ class Peer:
     received: Received = field(default_factory=Received)
     tasks: list[asyncio.Task] = field(default_factory=list)
 
-    def window(self, seconds: float) -> dict:
-        """fps and the median A/V offset (ms, + = picture late) of what came since the last call."""
+    def take(self) -> tuple[list[ReceivedFrame], list[tuple[float, np.ndarray]], list[float]]:
+        """What came since the last call, and the marks sent so far (on the event loop)."""
         frames, self.received.frames = self.received.frames, []
         audio, self.received.audio = self.received.audio, []
-        marks = self.microphone.sent_marks
+        return frames, audio, list(self.microphone.sent_marks)
+
+    def window(
+        self,
+        taken: tuple[list[ReceivedFrame], list[tuple[float, np.ndarray]], list[float]],
+        seconds: float,
+    ) -> dict:
+        """fps and the median A/V offset (ms, + = picture late) of what `take` took: pure
+        arithmetic, run off the event loop (reading the marks in 10 s of audio takes about 0.4 s
+        a peer, and a loop held that long stamps every frame and piece that waited with the same
+        late arrival time, which moved the offsets of the marks it held by up to 100 ms)."""
+        frames, audio, marks = taken
         heard = Received(audio=audio).audio_marks()
-        offsets = [o for _, o in av_offsets(video_mark_times(frames, marks), heard, marks)]
+        video = video_mark_times(frames, marks)
+        offsets = [o for _, o in av_offsets(video, heard, marks)]
         latencies = [ms for f in frames if (ms := frame_latency(f, marks)) is not None]
         return {
             "role": self.role,
             "session": self.session,
             "fps": len(frames) / seconds,
             "av_offset_ms": statistics.median(offsets) if offsets else None,
+            # Each mark's delay from its sending to being heard and to being seen: which of the
+            # two moved when a window's median offset did.
+            "mark_delays_ms": [[round(a, 1), round(v, 1)] for a, v in mark_delays(video, heard, marks)],
             "latency_ms": statistics.median(latencies) if latencies else None,
         }
 
@@ -112,6 +127,10 @@ async def _connect(url: str, microphone: MarkedMicrophone, session: str | None) 
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
     peer.session = answer["session"]
     return peer
+
+
+def _windows(peers: list[Peer], taken: list, seconds: float) -> list[dict]:
+    return [peer.window(t, seconds) for peer, t in zip(peers, taken, strict=True)]
 
 
 async def server_sample(http: aiohttp.ClientSession, url: str) -> dict:
@@ -242,13 +261,10 @@ async def run_soak(
                 await asyncio.sleep(max(0.0, next_sample - now))
                 window = time.perf_counter() - (next_sample - sample_s)
                 next_sample += sample_s
-                samples.append(
-                    {
-                        "t_s": time.perf_counter() - started,
-                        "server": await server_sample(http, url),
-                        "peers": [p.window(window) for p in peers],
-                    }
-                )
+                t_s, taken = time.perf_counter() - started, [p.take() for p in peers]
+                server = await server_sample(http, url)
+                windows = await asyncio.to_thread(_windows, peers, taken, window)
+                samples.append({"t_s": t_s, "server": server, "peers": windows})
                 progress(min(1.0, (time.perf_counter() - started) / seconds))
         finally:
             for peer in peers:

@@ -4,7 +4,7 @@ timelines with known answers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,17 +124,32 @@ def video_mark_times(
     return {number: float(np.median(times)) for number, times in per_mark.items()}
 
 
+def _in_both(
+    video: dict[int, float], audio: Sequence[tuple[float, int]], sent_marks: Sequence[float]
+) -> Iterator[tuple[int, float]]:
+    """(mark number, when it was heard) of each mark in the returned audio that was also seen."""
+    for heard, mark_id in audio:
+        number = unwrap(mark_id, sent_marks, heard)
+        if number is not None and number in video:
+            yield number, heard
+
+
 def av_offsets(
     video: dict[int, float], audio: Sequence[tuple[float, int]], sent_marks: Sequence[float]
 ) -> list[tuple[float, float]]:
     """(time, video - audio in ms) per mark seen in both: positive means the picture is late.
     `audio`: (when, mark id) of the returned audio's marks; `video`: from video_mark_times."""
-    out = []
-    for heard, mark_id in audio:
-        number = unwrap(mark_id, sent_marks, heard)
-        if number is not None and number in video:
-            out.append((heard, (video[number] - heard) * 1000))
-    return out
+    return [(heard, (video[n] - heard) * 1000) for n, heard in _in_both(video, audio, sent_marks)]
+
+
+def mark_delays(
+    video: dict[int, float], audio: Sequence[tuple[float, int]], sent_marks: Sequence[float]
+) -> list[tuple[float, float]]:
+    """(heard, seen) in ms after sending, per mark seen in both: the two sides of av_offsets."""
+    return [
+        ((heard - sent_marks[n]) * 1000, (video[n] - sent_marks[n]) * 1000)
+        for n, heard in _in_both(video, audio, sent_marks)
+    ]
 
 
 def drift(points: Sequence[tuple[float, float]]) -> float | None:

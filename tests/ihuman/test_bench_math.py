@@ -17,6 +17,7 @@ from ihuman.bench.timeline import (
     drift,
     frame_latency,
     frame_rate,
+    mark_delays,
     stage_overlap,
     summary,
     video_mark_times,
@@ -75,6 +76,8 @@ def test_av_offset_and_drift_on_a_known_timeline() -> None:
     assert [round(o, 3) for _, o in offsets] == [round(30 + k, 3) for k in range(20)]
     assert drift(offsets) == pytest.approx(60.0)  # 1 ms per second = 60 ms per minute
     assert drift(offsets[:1]) is None
+    delays = mark_delays(video_mark_times(frames, sent), audio, sent)  # each side, from the sending
+    assert [(round(a, 3), round(v, 3)) for a, v in delays] == [(1000, 1030 + k) for k in range(20)]
 
 
 def test_sweeps_expand_to_every_combination_with_parsed_values() -> None:

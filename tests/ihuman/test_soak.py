@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,9 @@ def test_a_short_soak_on_loopback_writes_its_report(tmp_path: Path) -> None:
     assert {"degrade_level", "relay_dropped_video", "relay_dropped_audio"} <= set(stream)
     assert all(p["fps"] > 10 for p in last["peers"])  # both receive the avatar
     assert any(p["av_offset_ms"] is not None for s in report["samples"] for p in s["peers"])  # marks read
+    for peer in (p for s in report["samples"] for p in s["peers"] if p["av_offset_ms"] is not None):
+        offsets = [seen - heard for heard, seen in peer["mark_delays_ms"]]  # each mark's, both sides
+        assert abs(statistics.median(offsets) - peer["av_offset_ms"]) < 0.2
     peers = report["summary"]["peers"]
     assert all(0 < p["latency_p50_ms"] < 5000 for p in peers), peers  # the mark's picture came back
     assert (out / "soak.png").stat().st_size > 0
