@@ -107,7 +107,7 @@ class StagePipeline:
     async def submit(self, job: Job) -> None:
         """Queue a planned segment (waits while the LR stage is busy); a late one is skipped."""
         if self._too_late(job.seg):
-            self.stats.skipped_segments += 1
+            self._skip()
         else:
             await self._lr_queue.put(job)
 
@@ -147,6 +147,13 @@ class StagePipeline:
         last = self.timeline.frame_due(seg.first_frame + seg.output_frames - 1)
         return self.clock.now() + self.low_res_estimate.value > last
 
+    def _skip(self) -> None:
+        """A segment too late to run is dropped (the stream catches up) and the LR estimate that
+        said so moves down: a few skips after one slow call, a segment runs and is measured again
+        (without it the session showed its last frame for good)."""
+        self.stats.skipped_segments += 1
+        self.low_res_estimate.forget()
+
     def _stale(self, job: Job) -> bool:
         return job.generation != self.generation
 
@@ -175,7 +182,7 @@ class StagePipeline:
             if self._stale(job):
                 continue
             if self._too_late(job.seg):
-                self.stats.skipped_segments += 1
+                self._skip()
                 continue
             job = replace(job, quality=self._quality())
             start = self.clock.now()

@@ -244,6 +244,33 @@ def test_slow_stages_get_fallbacks_and_degrade_but_never_delay(
         assert all(f.source is FrameSource.LOW_RES for f in tail)
 
 
+def test_one_very_slow_call_does_not_freeze_the_session(micro_parts: Parts) -> None:
+    """The LR stage takes 6 s once (a hiccup: another process, a page-in), then its usual time.
+    Segments that can no longer be on time are skipped; the skips must not go on for good: the
+    estimate that one call inflated would otherwise call every later segment too late, none would
+    run to correct it, and the picture would hold its last frame for the rest of the session."""
+    calls: list[str] = []
+
+    def costs(stage: str) -> float:
+        calls.append(stage)
+        return 6.0 if stage == "low_res" and calls.count("low_res") == 3 else 0.05
+
+    engine = Engine(micro_parts, clock=VirtualClock(start=100.0, costs=costs))
+    seconds = 20.0
+
+    async def main() -> Run:
+        try:
+            speech = np.tile(SPEECH, 8)[: round(16_000 * seconds)]
+            return await stream(engine, speech, seconds, SessionOptions(target_delay_ms=1000))
+        finally:
+            await finish(engine)
+
+    run = asyncio.run(main())
+    assert calls.count("low_res") > 3  # the slow call happened
+    last = run.frames[-100:]  # the last 4 s, 10 s after the slow call ended
+    assert sum(f.source is FrameSource.REPEAT for f in last) < 10, [f.source for f in last]
+
+
 def test_interrupt_drops_queued_speech_and_goes_idle_within_a_segment(micro_parts: Parts) -> None:
     costs = {"low_res": 0.08, "refine": 0.12}
     engine = virtual_engine(micro_parts, costs)
