@@ -80,12 +80,6 @@ class MovingAverage:
     def add(self, x: float) -> None:
         self.value = (1 - self.weight) * self.value + self.weight * x
 
-    def forget(self) -> None:
-        """Move the estimate down as a run of no time would: for work skipped on its word. Only a
-        run measures it, so an estimate that one slow run inflated would otherwise skip all the
-        work after it and never come down."""
-        self.add(0.0)
-
 
 @dataclass(frozen=True)
 class Quality:

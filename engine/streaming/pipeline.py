@@ -37,6 +37,8 @@ from engine.streaming.stats import StatsCollector
 from engine.streaming.worker import Handoff, Worker
 
 T = TypeVar("T")
+
+MAX_SKIPS_IN_A_ROW = 8  # segments dropped as too late before one runs regardless (and is measured)
 StageWrapper = Callable[[str, Callable[..., Any]], Callable[..., Any]]
 """wrap(stage name, fn) -> fn: instruments or slows a stage (benchmarks and tests)."""
 
@@ -95,6 +97,7 @@ class StagePipeline:
         # Seconds of one segment in the low-res stage and in both stages, updated as measured.
         low_res, both = compute_estimate_s
         self.low_res_estimate, self.estimate = MovingAverage(low_res), MovingAverage(both)
+        self._skips_in_a_row = 0
         self.generation = 0
         self._lr_queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=1)
         self._refine_queue: asyncio.Queue[tuple[Job, Handoff, StageTimes]] = asyncio.Queue(maxsize=1)
@@ -106,9 +109,7 @@ class StagePipeline:
     # ----- control ------------------------------------------------------------------------------
     async def submit(self, job: Job) -> None:
         """Queue a planned segment (waits while the LR stage is busy); a late one is skipped."""
-        if self._too_late(job.seg):
-            self._skip()
-        else:
+        if not self._skip_if_too_late(job.seg):
             await self._lr_queue.put(job)
 
     def new_generation(self) -> int:
@@ -147,12 +148,18 @@ class StagePipeline:
         last = self.timeline.frame_due(seg.first_frame + seg.output_frames - 1)
         return self.clock.now() + self.low_res_estimate.value > last
 
-    def _skip(self) -> None:
-        """A segment too late to run is dropped (the stream catches up) and the LR estimate that
-        said so moves down: a few skips after one slow call, a segment runs and is measured again
-        (without it the session showed its last frame for good)."""
-        self.stats.skipped_segments += 1
-        self.low_res_estimate.forget()
+    def _skip_if_too_late(self, seg: Segment) -> bool:
+        """Drop a segment that can no longer be on time (the stream catches up); True if dropped.
+        Only a run measures the LR estimate that says so, so after one very slow call it would
+        call every later segment too late and the session would show its last frame for good:
+        after MAX_SKIPS_IN_A_ROW skips the next segment runs anyway and is measured. (Lowering
+        the estimate at every skip instead ran so much late work under a steady overload that on
+        two cores the latency doubled: docs/latency-harness.md.)"""
+        if self._too_late(seg) and self._skips_in_a_row < MAX_SKIPS_IN_A_ROW:
+            self._skips_in_a_row += 1
+            self.stats.skipped_segments += 1
+            return True
+        return False  # the count restarts when it runs (it passes both checks)
 
     def _stale(self, job: Job) -> bool:
         return job.generation != self.generation
@@ -181,9 +188,9 @@ class StagePipeline:
             job = await self._lr_queue.get()
             if self._stale(job):
                 continue
-            if self._too_late(job.seg):
-                self._skip()
+            if self._skip_if_too_late(job.seg):
                 continue
+            self._skips_in_a_row = 0
             job = replace(job, quality=self._quality())
             start = self.clock.now()
             handoff, preview = await self._compute(self._lr_worker, "low_res", self._run_low_res, job)
