@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,12 +18,14 @@ import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from engine.streaming.session import Session
+from engine.streaming.session import Session, SessionClosedError
 from transport import messages
 from transport.outputs import OutputRunner
 from transport.relay import BoundedRelay
 from transport.stamps import MarkListener
 from transport.tracks import MicrophoneIngest, SessionAudioTrack, SessionVideoTrack
+
+log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S = 1.0
 # Audio frames (20 ms) a peer may fall behind before it loses the oldest: a short stall costs no
@@ -76,11 +79,23 @@ class AvatarSession:
         self.audio_relay = BoundedRelay(self.audio, limit=AUDIO_BACKLOG_FRAMES)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
-        """Run `coro` as one of the session's tasks: cancelled when the session is released."""
+        """Run `coro` as one of the session's tasks: cancelled when the session is released. One
+        that raises fails the session (its peers are told why and it ends), as a failing stage
+        does: a microphone whose audio can no longer be read would otherwise leave the avatar
+        silent and idle for the rest of the call, with nothing said."""
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.id}-{name}")
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(lambda done: self._task_done(done, name))
         return task
+
+    def _task_done(self, task: asyncio.Task, name: str) -> None:
+        self.tasks.discard(task)
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        if self.closed or isinstance(error, SessionClosedError):  # it ended with the session
+            return
+        log.error("%s: %s failed", self.id, name, exc_info=error)
+        self.session.fail(f"its {name} failed: {type(error).__name__}: {error}")
 
     async def ingest(self, track: MediaStreamTrack) -> None:
         """Feed the talker's microphone into the engine session until the track or session ends."""

@@ -125,8 +125,14 @@ class Session:
         if task.cancelled() or (error := task.exception()) is None:
             return
         log.error("%s: %s failed", self.name, task.get_name(), exc_info=error)
-        if self.failure is None:  # the first failure is the cause; what follows is consequence
-            self.failure = f"{type(error).__name__}: {error}"
+        self.fail(f"{type(error).__name__}: {error}")
+
+    def fail(self, reason: str) -> None:
+        """Something the session cannot go on without failed: a stage (above), or a part its owner
+        runs for it (a microphone's decoding). `failed()` then answers with the first reason; what
+        follows is consequence."""
+        if self.failure is None:
+            self.failure = reason
             self._failed.set()
 
     async def failed(self) -> str:

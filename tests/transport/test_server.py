@@ -31,6 +31,7 @@ from transport import ice, messages
 from transport.limits import RateLimit
 from transport.registry import MESSAGE_BURST, MESSAGES_PER_S
 from transport.server import MAX_JSON_BYTES, ServerSettings, check_settings
+from transport.tracks import MicrophoneIngest
 
 PHOTOS = Path(__file__).parents[1] / "fixtures" / "photos"
 
@@ -391,6 +392,52 @@ def test_a_session_whose_stage_fails_is_told_and_ended(tmp_path: Path) -> None:
             errors = [m["message"] for m in client.messages if m["type"] == "error"]
             assert errors and "the avatar session stopped" in errors[0] and "non-finite" in errors[0]
             await client.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.slow
+@pytest.mark.realtime
+def test_a_session_whose_microphone_cannot_be_read_is_told_and_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's reading of one talker's microphone raises mid-call: that session is told why
+    and ended (it had gone on silent and idle, saying nothing); the other session runs on."""
+    parts = Parts.random(micro_config(), seed=5)
+    wav = tmp_path / "talk.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), "Talking while one microphone breaks."], check=True)
+    breaking, broken = threading.Event(), []
+    convert = MicrophoneIngest.convert
+
+    def failing_convert(self: MicrophoneIngest, frame: av.AudioFrame) -> np.ndarray:
+        if breaking.is_set() and (not broken or broken[0] is self):
+            broken[:1] = [self]  # the first microphone read after the break, and only it
+            raise ValueError("the microphone's audio cannot be resampled")
+        return convert(self, frame)
+
+    monkeypatch.setattr(MicrophoneIngest, "convert", failing_convert)
+
+    async def main() -> None:
+        async with running_server(parts) as (server, url):
+            clients = [await connect(url, wav), await connect(url, wav)]
+            for _ in range(150):  # both streaming: their first stats arrived
+                if all(any(m["type"] == "stats" for m in c.messages) for c in clients):
+                    break
+                await asyncio.sleep(0.1)
+            breaking.set()
+            for _ in range(100):
+                if len(server.sessions.sessions) < 2:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)  # time for the other one to go wrong too, if it would
+            assert server.sessions.failed_total == 1 and len(server.sessions.sessions) == 1
+            ended, running = sorted(clients, key=lambda c: c.session in server.sessions.sessions)
+            errors = [m["message"] for m in ended.messages if m["type"] == "error"]
+            assert errors and "the avatar session stopped: its microphone failed" in errors[0]
+            assert "cannot be resampled" in errors[0]
+            assert not any(m["type"] == "error" for m in running.messages)
+            for client in clients:
+                await client.close()
 
     asyncio.run(main())
 
