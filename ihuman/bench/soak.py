@@ -130,6 +130,7 @@ async def _connect(url: str, microphone: MarkedMicrophone, session: str | None) 
 
 
 def _windows(peers: list[Peer], taken: list, seconds: float) -> list[dict]:
+    """Each peer's window of what was taken from it (on a thread: Peer.window says why)."""
     return [peer.window(t, seconds) for peer, t in zip(peers, taken, strict=True)]
 
 
