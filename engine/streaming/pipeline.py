@@ -37,10 +37,10 @@ from engine.streaming.stats import StatsCollector
 from engine.streaming.worker import Handoff, Worker
 
 T = TypeVar("T")
-
-MAX_SKIPS_IN_A_ROW = 8  # segments dropped as too late before one runs regardless (and is measured)
 StageWrapper = Callable[[str, Callable[..., Any]], Callable[..., Any]]
 """wrap(stage name, fn) -> fn: instruments or slows a stage (benchmarks and tests)."""
+
+MAX_SKIPS_IN_A_ROW = 8  # segments dropped as too late before one runs regardless (and is measured)
 
 
 @dataclass(frozen=True)
@@ -152,9 +152,8 @@ class StagePipeline:
         """Drop a segment that can no longer be on time (the stream catches up); True if dropped.
         Only a run measures the LR estimate that says so, so after one very slow call it would
         call every later segment too late and the session would show its last frame for good:
-        after MAX_SKIPS_IN_A_ROW skips the next segment runs anyway and is measured. (Lowering
-        the estimate at every skip instead ran so much late work under a steady overload that on
-        two cores the latency doubled: docs/latency-harness.md.)"""
+        after MAX_SKIPS_IN_A_ROW skips the next segment runs anyway and is measured. Under a
+        steady overload that is one late segment in 9, not every one (docs/latency-harness.md)."""
         if self._too_late(seg) and self._skips_in_a_row < MAX_SKIPS_IN_A_ROW:
             self._skips_in_a_row += 1
             self.stats.skipped_segments += 1
