@@ -1,5 +1,5 @@
 """What a benchmark report says about where it ran: machine, CPU and GPU model, versions, commit;
-and the resource use of a process (CPU time, peak memory), read from /proc."""
+the resource use of a process (CPU time, peak memory) and the machine's CPU time, read from /proc."""
 
 from __future__ import annotations
 
@@ -88,3 +88,26 @@ class ProcessUsage:
         start_ticks = int(Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
         uptime = float(Path("/proc/uptime").read_text().split()[0])
         return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_ticks() -> dict[str, int] | None:
+    """The machine's CPU time since boot by kind, in clock ticks summed over its CPUs (the first
+    line of /proc/stat), None where there is no /proc/stat. "steal" is time a virtual machine's
+    host gave its CPUs to someone else: work here slows down with nothing here to show for it."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    return dict(zip(names, map(int, fields[1 : 1 + len(names)]), strict=False))
+
+
+def cpu_shares(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """Between two machine_cpu_ticks(): the share of the machine's CPU time (%) that was busy
+    (anything but idle, waiting for disk and stolen) and that its host stole."""
+    spent = {k: after[k] - before.get(k, 0) for k in after}
+    total = sum(spent.values())
+    if total <= 0:
+        return {"busy_pct": 0.0, "steal_pct": 0.0}
+    idle = spent.get("idle", 0) + spent.get("iowait", 0) + spent.get("steal", 0)
+    return {"busy_pct": 100 * (total - idle) / total, "steal_pct": 100 * spent.get("steal", 0) / total}

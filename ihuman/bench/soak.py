@@ -3,7 +3,9 @@
 Starts `ihuman serve --bench-stamps` on loopback, opens `talkers` aiortc talker calls (marked
 speech as their microphones, looped) and `viewers` receive-only peers spread over those sessions,
 and every `sample_s` seconds records what leaks and drifts show in: the server's resident memory,
-open files, threads and event-loop tasks (its /metrics), and for every peer the frames received
+open files, threads, event-loop tasks and CPU time (its /metrics), the machine's CPU use and the
+time its host stole from it (/proc/stat: a shared virtual machine slows down with nothing here to
+show for it), and for every peer the frames received
 in the window and the received A/V offset (the picture of each audio mark against the mark in the
 returned audio, both on this process's clock). What was received is dropped after each window, so
 the harness itself stays flat however long it runs.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -30,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine.config import TimeBase
 from ihuman.bench.calls import MARK_PERIOD_S, marked_speech, served
+from ihuman.bench.machine import cpu_shares, machine_cpu_ticks
 from ihuman.bench.timeline import ReceivedFrame, av_offsets, frame_latency, mark_delays, video_mark_times
 from ihuman.bench.webrtc_mode import RATE, MarkedMicrophone, Received, read_audio, read_video
 from transport import ice
@@ -42,6 +46,7 @@ SERVER_METRICS = {  # /metrics name -> sample key
     "ihuman_threads": "threads",
     "ihuman_asyncio_tasks": "tasks",
     "ihuman_sessions": "sessions",
+    "process_cpu_seconds_total": "cpu_s",
 }
 SESSION_METRICS = {  # /metrics name (labelled by session) -> key
     "ihuman_fallback_frames_total": "fallback_frames",  # a counter: frames not fully refined
@@ -207,6 +212,14 @@ def summarise(samples: list[dict], warm_up_s: float, frame_ms: float = TimeBase(
             "last": values[-1] if values else None,
             "growth": (max(values) - values[0]) if values else None,
         }
+    machine = [s["machine"] for s in steady if "machine" in s]
+    if machine:
+        out["machine"] = {
+            f"{key}_{name}": statistic([m[key] for m in machine if key in m])
+            for key in ("busy_pct", "steal_pct", "server_pct")
+            for name, statistic in (("p50", statistics.median), ("max", max))
+            if any(key in m for m in machine)
+        }
     peers = len(samples[0]["peers"]) if samples else 0
     out["peers"] = []
     for i in range(peers):
@@ -258,6 +271,7 @@ async def run_soak(
                 peers.append(await _connect(url, talker.microphone, talker.session))
             started = time.perf_counter()
             next_sample = started + sample_s
+            ticks, server_cpu_s = machine_cpu_ticks(), None
             while (now := time.perf_counter()) - started < seconds:
                 await asyncio.sleep(max(0.0, next_sample - now))
                 window = time.perf_counter() - (next_sample - sample_s)
@@ -265,7 +279,15 @@ async def run_soak(
                 t_s, taken = time.perf_counter() - started, [p.take() for p in peers]
                 server = await server_sample(http, url)
                 windows = await asyncio.to_thread(_windows, peers, taken, window)
-                samples.append({"t_s": t_s, "server": server, "peers": windows})
+                sample = {"t_s": t_s, "server": server, "peers": windows}
+                if ticks is not None and (now_ticks := machine_cpu_ticks()) is not None:
+                    sample["machine"] = cpu_shares(ticks, now_ticks)
+                    ticks = now_ticks
+                    if server_cpu_s is not None and "cpu_s" in server:
+                        spent = server["cpu_s"] - server_cpu_s
+                        sample["machine"]["server_pct"] = 100 * spent / (window * (os.cpu_count() or 1))
+                server_cpu_s = server.get("cpu_s")
+                samples.append(sample)
                 progress(min(1.0, (time.perf_counter() - started) / seconds))
         finally:
             for peer in peers:
@@ -300,6 +322,14 @@ def markdown(report: dict) -> str:
         if v.get("slope_margin_per_10_min") is not None:  # reports from before it lack it
             slope += f" ± {v['slope_margin_per_10_min']:.2f}"
         lines.append(f"| {label} | {v['first']:g} | {v['last']:g} | {slope} | {v['growth']:g} |")
+    if m := s.get("machine"):  # reports from before it lack it
+        lines += [
+            "",
+            f"The machine's CPU (% of all its CPUs, median / largest of the windows): busy "
+            f"{m['busy_pct_p50']:.0f} / {m['busy_pct_max']:.0f}, the server "
+            f"{m.get('server_pct_p50', float('nan')):.0f} / {m.get('server_pct_max', float('nan')):.0f}, "
+            f"stolen by its host {m['steal_pct_p50']:.1f} / {m['steal_pct_max']:.1f}.",
+        ]
     lines += [
         "",
         "| peer | fps p50 / min | latency p50 (ms) | A/V offset at start (ms) | its largest change (ms) "
@@ -324,7 +354,7 @@ def plot(report: dict, path: Path) -> None:
 
     samples = report["samples"]
     minutes = [s["t_s"] / 60 for s in samples]
-    fig, axes = plt.subplots(4, 1, figsize=(9, 10), sharex=True)
+    fig, axes = plt.subplots(5, 1, figsize=(9, 12), sharex=True)
     for key, label in (
         ("rss_mb", "resident"),
         ("heap_in_use_mb", "C heap in use"),
@@ -344,7 +374,11 @@ def plot(report: dict, path: Path) -> None:
         axes[3].plot(minutes, [s["peers"][i]["av_offset_ms"] for s in samples], label=label)
     axes[2].set_ylabel("fps received")
     axes[3].set_ylabel("A/V offset (ms, + = picture late)")
-    axes[3].set_xlabel("minutes")
+    shares = (("busy_pct", "busy"), ("server_pct", "the server"), ("steal_pct", "stolen by the host"))
+    for key, label in shares:
+        axes[4].plot(minutes, [s.get("machine", {}).get(key) for s in samples], label=label)
+    axes[4].set_ylabel("machine CPU (%)")
+    axes[4].set_xlabel("minutes")
     for ax in axes[2:]:
         ax.legend(fontsize=8)
     fig.tight_layout()

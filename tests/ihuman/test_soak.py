@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ihuman.bench.soak import slope_margin_per_10_min, slope_per_10_min, summarise
+from ihuman.bench.machine import cpu_shares, machine_cpu_ticks
+from ihuman.bench.soak import markdown, slope_margin_per_10_min, slope_per_10_min, summarise
 from ihuman.cli import main
 
 
@@ -44,6 +45,31 @@ def test_a_window_off_by_more_than_a_frame_is_counted() -> None:
     talker, viewer = summarise(samples, warm_up_s=0)["peers"]
     assert talker["av_offset_windows_over_a_frame"] == 0
     assert viewer["av_offset_windows_over_a_frame"] == 1 and viewer["av_offset_windows"] == 12
+
+
+def test_the_machine_cpu_shares_count_stolen_time_apart_from_busy_time() -> None:
+    before = {"user": 100, "nice": 0, "system": 50, "idle": 800, "iowait": 50, "irq": 0, "softirq": 0}
+    before["steal"] = 0
+    # 1,000 ticks pass: 500 working, 300 idle, 200 given by the host to another guest.
+    after = {**before, "user": 500, "system": 150, "idle": 1100, "steal": 200}
+    shares = cpu_shares(before, after)
+    assert shares == {"busy_pct": pytest.approx(50.0), "steal_pct": pytest.approx(20.0)}
+    assert cpu_shares(after, after) == {"busy_pct": 0.0, "steal_pct": 0.0}  # no time passed
+    ticks = machine_cpu_ticks()  # this machine's own (Linux)
+    assert ticks is not None and ticks["idle"] > 0 and "steal" in ticks
+
+
+def test_the_machine_cpu_is_summarised_and_reported() -> None:
+    samples = [_sample(60 * i, 800, 30, (-40, -40)) for i in range(6)]
+    for i, s in enumerate(samples):
+        s["machine"] = {"busy_pct": 90.0, "steal_pct": 1.0 + 10 * (i == 4), "server_pct": 80.0}
+    machine = summarise(samples, warm_up_s=60)["machine"]
+    assert machine["steal_pct_p50"] == 1.0 and machine["steal_pct_max"] == 11.0
+    assert machine["busy_pct_p50"] == 90.0 and machine["server_pct_max"] == 80.0
+    report = {"summary": summarise(samples, warm_up_s=60), "machine": {}, "settings": {}}
+    report |= {"minutes": 5, "talkers": 1, "viewers": 1, "sample_s": 60}
+    assert "stolen by its host 1.0 / 11.0" in markdown(report)
+    assert "machine" not in summarise([_sample(0, 800, 30, (-40, -40))], warm_up_s=0)  # older reports
 
 
 def test_the_slope_margin_widens_with_noise_and_with_correlated_noise() -> None:
@@ -101,6 +127,10 @@ def test_a_short_soak_on_loopback_writes_its_report(tmp_path: Path) -> None:
     assert report["summary"]["rss_mb"]["slope_margin_per_10_min"] is None  # 2 samples after warm-up
     assert all(p["av_offset_windows_over_a_frame"] <= p["av_offset_windows"] for p in peers)
     assert "more than a frame" in text
+    # The machine's CPU in each window: the server's share of it was busy, none of it vanished.
+    machine = last["machine"]
+    assert 0 < machine["server_pct"] <= machine["busy_pct"] + 5 and 0 <= machine["steal_pct"] < 100
+    assert "stolen by its host" in text
 
 
 def test_bad_soak_arguments_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
