@@ -56,6 +56,9 @@ SESSION_METRICS = {  # /metrics name (labelled by session) -> key
 }
 
 
+Taken = tuple[list[ReceivedFrame], list[tuple[float, int, np.ndarray]], list[float]]
+
+
 @dataclass
 class Peer:
     """One connection to the server: a talker (with its microphone) or a viewer of a session."""
@@ -67,7 +70,7 @@ class Peer:
     received: Received = field(default_factory=Received)
     tasks: list[asyncio.Task] = field(default_factory=list)
 
-    def take(self) -> tuple[list[ReceivedFrame], list[tuple[float, np.ndarray]], list[float]]:
+    def take(self) -> Taken:
         """What came since the last call, and the marks sent so far (on the event loop)."""
         frames, self.received.frames = self.received.frames, []
         audio, self.received.audio = self.received.audio, []
@@ -75,7 +78,7 @@ class Peer:
 
     def window(
         self,
-        taken: tuple[list[ReceivedFrame], list[tuple[float, np.ndarray]], list[float]],
+        taken: Taken,
         seconds: float,
     ) -> dict:
         """fps and the median A/V offset (ms, + = picture late) of what `take` took: pure
@@ -83,15 +86,19 @@ class Peer:
         a peer, and a loop held that long stamps every frame and piece that waited with the same
         late arrival time, which moved the offsets of the marks it held by up to 100 ms)."""
         frames, audio, marks = taken
-        heard = Received(audio=audio).audio_marks()
+        found = Received(audio=audio).heard_marks()
+        heard, came = [(t, i) for t, _, i in found], [(t, i) for _, t, i in found]
         video = video_mark_times(frames, marks)
         offsets = [o for _, o in av_offsets(video, heard, marks)]
+        on_arrival = [o for _, o in av_offsets(video, came, marks)]
         latencies = [ms for f in frames if (ms := frame_latency(f, marks)) is not None]
         return {
             "role": self.role,
             "session": self.session,
             "fps": len(frames) / seconds,
             "av_offset_ms": statistics.median(offsets) if offsets else None,
+            # The same with each mark heard when its piece came: what delivery stalls add to it.
+            "av_offset_on_arrival_ms": statistics.median(on_arrival) if on_arrival else None,
             # Each mark's delay from its sending to being heard and to being seen: which of the
             # two moved when a window's median offset did.
             "mark_delays_ms": [[round(a, 1), round(v, 1)] for a, v in mark_delays(video, heard, marks)],

@@ -33,6 +33,7 @@ from transport.tracks import luma_plane, mono_samples
 
 RATE = 48_000  # what WebRTC audio runs at
 PIECE = 960  # 20 ms
+PLAYOUT_SPAN_S = 1.0  # the returned audio around a mark whose arrivals say when it played
 CODECS = {"h264": "video/H264", "vp8": "video/VP8"}
 
 
@@ -73,20 +74,37 @@ class MarkedMicrophone(MediaStreamTrack):
 @dataclass
 class Received:
     frames: list[ReceivedFrame] = field(default_factory=list)
-    audio: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (when it came, 48 kHz mono)
+    # (when it came, where it starts in the stream in samples, its 48 kHz mono samples)
+    audio: list[tuple[float, int, np.ndarray]] = field(default_factory=list)
     stats: list[dict] = field(default_factory=list)  # the server's own once-a-second stats
 
     def audio_marks(self) -> list[tuple[float, int]]:
-        """(when it came, mark id) of each mark in the returned audio (client clock): a piece's
-        samples are taken to play from the moment it was received."""
+        """(when it was heard, mark id) of each mark in the returned audio (client clock): see
+        heard_marks."""
+        return [(played, mark_id) for played, _, mark_id in self.heard_marks()]
+
+    def heard_marks(self) -> list[tuple[float, float, int]]:
+        """(when it played, when its piece came, mark id) of each mark in the returned audio.
+
+        Played as a player with a jitter buffer plays it: at the stream's own rate, from the typical
+        arrival of the pieces around the mark (the median, over PLAYOUT_SPAN_S of the stream around
+        it, of each piece's arrival less its place in the stream). A stall in delivery that holds a
+        few pieces and lets them go in a burst then moves a mark no more than it moves the mark's
+        picture, whose moment is likewise the median over its frames (video_mark_times). When its
+        piece came is when a player without a buffer would play it: as late as that one piece."""
         if not self.audio:
             return []
-        starts = np.cumsum([0] + [len(s) for _, s in self.audio])
-        onsets = find_marks(np.concatenate([s for _, s in self.audio]), RATE)
+        arrivals = np.array([when for when, _, _ in self.audio])
+        places = np.array([place for _, place, _ in self.audio], dtype=np.int64)
+        starts = np.cumsum([0] + [len(s) for _, _, s in self.audio])
+        zero = arrivals - places / RATE  # when each piece says the stream's first sample played
         out = []
-        for onset, mark_id in onsets:
+        for onset, mark_id in find_marks(np.concatenate([s for _, _, s in self.audio]), RATE):
             i = int(np.searchsorted(starts, onset, side="right")) - 1
-            out.append((self.audio[i][0] + (onset - starts[i]) / RATE, mark_id))
+            place = places[i] + onset - starts[i]
+            near = np.abs(places - place) <= PLAYOUT_SPAN_S * RATE / 2
+            came = arrivals[i] + (onset - starts[i]) / RATE
+            out.append((float(np.median(zero[near])) + place / RATE, float(came), mark_id))
         return out
 
 
@@ -107,7 +125,9 @@ async def read_audio(track: MediaStreamTrack, received: Received) -> None:
             frame = await track.recv()
         except MediaStreamError:
             return
-        received.audio.append((time.perf_counter(), mono_samples(frame)))
+        # aiortc gives a decoded piece its RTP timestamp (from 0, unwrapped) as pts: its place in
+        # the stream, which a piece the sender skipped or the network lost leaves a gap in.
+        received.audio.append((time.perf_counter(), int(frame.pts), mono_samples(frame)))
 
 
 async def measure_call(

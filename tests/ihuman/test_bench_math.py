@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from engine.exceptions import EngineError
+from ihuman.bench.calls import marked_speech
 from ihuman.bench.compare import compare_table
 from ihuman.bench.timeline import (
     ReceivedFrame,
@@ -22,6 +23,7 @@ from ihuman.bench.timeline import (
     summary,
     video_mark_times,
 )
+from ihuman.bench.webrtc_mode import PIECE, RATE, Received
 from ihuman.commands.bench import _sweep
 from transport.stamps import FrameStamp
 
@@ -78,6 +80,31 @@ def test_av_offset_and_drift_on_a_known_timeline() -> None:
     assert drift(offsets[:1]) is None
     delays = mark_delays(video_mark_times(frames, sent), audio, sent)  # each side, from the sending
     assert [(round(a, 3), round(v, 3)) for a, v in delays] == [(1000, 1030 + k) for k in range(20)]
+
+
+def test_returned_audio_is_heard_at_its_own_rate_through_a_delivery_stall_and_a_lost_piece() -> None:
+    # 6 s of marked audio in 20 ms pieces, each piece played 1 s after the stream's start plus its
+    # place (with 3 ms of jitter); the pieces within 100 ms before the third mark are held and
+    # come in one burst 150 ms late, and one piece before the fifth mark never comes.
+    samples, onsets = marked_speech(np.zeros(RATE, np.float32), RATE, 6.0)
+    rng = np.random.default_rng(0)
+    received = Received()
+    for place in range(0, samples.size, PIECE):
+        came = 1.0 + place / RATE + rng.uniform(0, 0.003)
+        if onsets[2] - 0.1 * RATE <= place <= onsets[2]:
+            came = 1.0 + onsets[2] / RATE + 0.15
+        if place == (onsets[4] // PIECE - 1) * PIECE:
+            continue  # the piece just before the one holding the fifth mark is lost
+        received.audio.append((came, place, samples[place : place + PIECE]))
+    found = received.heard_marks()
+    assert [i for _, _, i in found] == list(range(len(onsets)))
+    truth = [1.0 + onset / RATE for onset in onsets]
+    played, came = np.array([(p, c) for p, c, _ in found]).T
+    assert np.abs(played - truth).max() < 0.004  # the stall and the gap move no mark
+    late = came - truth  # heard when its piece came: the held mark as late as its piece
+    assert late[2] > 0.14 and np.abs(np.delete(late, 2)).max() < 0.004
+    assert received.audio_marks() == [(played, i) for played, _, i in found]
+    assert Received().heard_marks() == []
 
 
 def test_sweeps_expand_to_every_combination_with_parsed_values() -> None:

@@ -120,6 +120,7 @@ def test_a_short_soak_on_loopback_writes_its_report(tmp_path: Path) -> None:
     for peer in (p for s in report["samples"] for p in s["peers"] if p["av_offset_ms"] is not None):
         offsets = [seen - heard for heard, seen in peer["mark_delays_ms"]]  # each mark's, both sides
         assert abs(statistics.median(offsets) - peer["av_offset_ms"]) < 0.2
+        assert peer["av_offset_on_arrival_ms"] is not None  # the marks' pieces as they came
     peers = report["summary"]["peers"]
     assert all(0 < p["latency_p50_ms"] < 5000 for p in peers), peers  # the mark's picture came back
     assert (out / "soak.png").stat().st_size > 0
