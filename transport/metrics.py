@@ -55,6 +55,12 @@ class SessionCollector(Collector):
         relay_dropped = CounterMetricFamily(
             "ihuman_relay_dropped", "Frames peers lost behind their backlog", labels=[*session, "kind"]
         )
+        # What the session's pacer skipped because its consumer fell behind the clock.
+        skipped = CounterMetricFamily(
+            "ihuman_pacer_skipped",
+            "Frames and 20-ms audio pieces skipped behind the clock",
+            labels=[*session, "kind"],
+        )
         out = [*session, "output"]
         streaming = GaugeMetricFamily(
             "ihuman_output_streaming", "1 while an output is delivering", labels=out
@@ -78,13 +84,15 @@ class SessionCollector(Collector):
             degrade.add_metric([live.id], s.degrade_level)
             relay_dropped.add_metric([live.id, "video"], live.video_relay.dropped)
             relay_dropped.add_metric([live.id, "audio"], live.audio_relay.dropped)
+            skipped.add_metric([live.id, "video"], s.consumer_skipped)
+            skipped.add_metric([live.id, "audio"], s.audio_skipped)
             for o in (runner.stats() for runner in live.outputs):
                 labels = [live.id, str(o["url"])]
                 streaming.add_metric(labels, float(o["state"] == "streaming"))
                 for kind, count in o["dropped"].items():  # type: ignore[union-attr]
                     dropped.add_metric([*labels, kind], count)
                 reconnects.add_metric(labels, o["reconnects"])  # type: ignore[arg-type]
-        yield from (peers, fps, latency, delay, fallbacks, degrade, relay_dropped)
+        yield from (peers, fps, latency, delay, fallbacks, degrade, relay_dropped, skipped)
         yield from (streaming, dropped, reconnects)
 
 

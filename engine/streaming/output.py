@@ -22,6 +22,11 @@ from engine.streaming.pipeline import Ready
 from engine.streaming.stats import StatsCollector
 
 AUDIO_CHUNK_MS = 20  # audio_out() hands out pieces of this length
+# Audio whose consumer fell behind by less than this is handed out late, the pieces back to back:
+# the receiver's jitter buffer plays them on, where a skipped piece is a click. Only further behind
+# is audio skipped, to keep the delay bounded. (A late video frame, in turn, is worth nothing: the
+# pacer skips to the frame due now.)
+AUDIO_CATCH_UP_S = 0.25
 
 
 class FrameStore:
@@ -178,14 +183,18 @@ class SessionOutput:
             pts += 1
 
     async def audio_out(self, read: Callable[[int, int], np.ndarray]) -> AsyncIterator[AudioChunk]:
-        """The input audio (`read(start, stop)`) delayed by D, in 20 ms pieces at their due time."""
+        """The input audio (`read(start, stop)`) delayed by D, in 20 ms pieces at their due time;
+        a consumer that fell behind gets the pieces it missed at once, or beyond AUDIO_CATCH_UP_S
+        the piece due now."""
         rate = self.timeline.rate
         chunk = rate * AUDIO_CHUNK_MS // 1000
         pts = 0
         while await self._sleep_until(self.timeline.sample_due(pts)):
             now = self.clock.now()
-            behind = math.floor((now - self.timeline.sample_due(pts)) * rate) // chunk * chunk
-            pts += max(0, behind)
+            if now - self.timeline.sample_due(pts) > AUDIO_CATCH_UP_S:
+                behind = math.floor((now - self.timeline.sample_due(pts)) * rate) // chunk
+                self.stats.audio_skipped += behind
+                pts += behind * chunk
             self.stats.audio_clock_offset = now - pts / rate
             yield AudioChunk(pts=pts, samples=read(pts, pts + chunk), due=self.timeline.sample_due(pts))
             pts += chunk

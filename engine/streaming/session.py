@@ -216,6 +216,7 @@ class Session:
             skipped_segments=s.skipped_segments,
             refine_dropped=s.refine_dropped,
             consumer_skipped=s.consumer_skipped,
+            audio_skipped=s.audio_skipped,
             degrade_level=policy.level,
             degrade_changes=policy.changes,
             lr_steps=policy.quality.lr_steps,

@@ -34,6 +34,7 @@ class SessionStats:
     skipped_segments: int  # segments not run because they could no longer be on time
     refine_dropped: int  # segments shown at LR because the refiner was still busy with older ones
     consumer_skipped: int  # frames the consumer was too slow to take
+    audio_skipped: int  # 20-ms audio pieces skipped: the consumer fell more than AUDIO_CATCH_UP_S behind
     degrade_level: int
     degrade_changes: int
     lr_steps: int
@@ -52,6 +53,7 @@ class StatsCollector:
     skipped_segments: int = 0
     refine_dropped: int = 0
     consumer_skipped: int = 0
+    audio_skipped: int = 0
     audio_pushed: int = 0
     fallbacks: Counter = field(default_factory=Counter)
     emitted_at: deque = field(default_factory=lambda: deque(maxlen=26))

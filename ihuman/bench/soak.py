@@ -53,6 +53,7 @@ SESSION_METRICS = {  # /metrics name (labelled by session) -> key
     "ihuman_target_delay_ms": "target_delay_ms",
     "ihuman_degrade_level": "degrade_level",
     "ihuman_relay_dropped_total": "relay_dropped",  # by kind: frames peers' senders fell behind by
+    "ihuman_pacer_skipped_total": "pacer_skipped",  # by kind: what the session's pacer skipped
 }
 
 

@@ -115,6 +115,7 @@ def test_a_short_soak_on_loopback_writes_its_report(tmp_path: Path) -> None:
     stream = last["server"]["per_session"][last["peers"][0]["session"]]
     assert stream["target_delay_ms"] > 0 and stream["fallback_frames"] >= 0
     assert {"degrade_level", "relay_dropped_video", "relay_dropped_audio"} <= set(stream)
+    assert stream["pacer_skipped_audio"] >= 0 and stream["pacer_skipped_video"] >= 0  # behind the clock
     assert all(p["fps"] > 10 for p in last["peers"])  # both receive the avatar
     assert any(p["av_offset_ms"] is not None for s in report["samples"] for p in s["peers"])  # marks read
     for peer in (p for s in report["samples"] for p in s["peers"] if p["av_offset_ms"] is not None):
