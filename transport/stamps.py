@@ -106,8 +106,9 @@ class MarkListener:
     """The marks in a stream of audio pieces on the session's pts axis, as they arrive.
 
     Keeps the last few hundred milliseconds; a mark counts once its whole burst is in (so its onset
-    is exact). The full search runs only around pieces that sound tonal: it costs milliseconds, and
-    the server runs this on every talker's audio.
+    is exact). The full search runs once after a piece sounds tonal, when the burst that piece may
+    open has had time to end: it costs milliseconds on the server's event loop for every talker, and
+    searching again with each later piece made it a fifth of that loop's time with two talkers.
     """
 
     def __init__(self, rate: int, keep_seconds: float = 0.25) -> None:
@@ -115,7 +116,7 @@ class MarkListener:
         self._keep = round(keep_seconds * rate)
         self._buffer = np.zeros(0, np.float32)
         self._start = 0  # pts of _buffer[0]
-        self._search_until = -1  # pts up to which the buffer is searched (a tone was heard)
+        self._search_at: int | None = None  # pts at which the buffer is searched (a tone was heard)
         # (onset pts, mark id) of the marks heard, in order: the last MARKS_KEPT (over a minute at the
         # gap's minimum), far more than a frame's audio lags its mark, and no growth over a long call.
         self.marks: deque[tuple[int, int]] = deque(maxlen=MARKS_KEPT)
@@ -125,9 +126,13 @@ class MarkListener:
             self._buffer, self._start = np.zeros(0, np.float32), pts
         self._buffer = np.concatenate([self._buffer, pcm.astype(np.float32)])
         end = self._start + self._buffer.size
-        if pcm.size and _sounds_tonal(pcm, self.rate):
-            self._search_until = end + round((MARK_SECONDS + 0.05) * self.rate)
-        if end <= self._search_until:
+        if self._search_at is None and pcm.size and _sounds_tonal(pcm, self.rate):
+            # A burst that this piece opens (or the one before it, too briefly to sound tonal) ends
+            # within MARK_SECONDS of it, and _search counts it 20 ms after that; the kept audio
+            # (`keep_seconds`) still holds its start then.
+            self._search_at = end + round((MARK_SECONDS + 0.07) * self.rate)
+        if self._search_at is not None and end >= self._search_at:
+            self._search_at = None
             self._search()
         drop = max(0, self._buffer.size - self._keep)
         self._buffer, self._start = self._buffer[drop:], self._start + drop

@@ -157,6 +157,26 @@ def test_the_server_side_listener_numbers_marks_as_they_complete() -> None:
     assert listener.latest(base) is None
 
 
+def test_the_listener_searches_once_a_mark_in_speech(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Marks in speech are all found, with one full search for each tone heard (it runs on the
+    server's event loop for every talker's every piece)."""
+    rate = 16_000
+    audio = speech_take(3, 12.0, rate)
+    onsets = list(range(rate, audio.size - rate, rate))
+    for number, onset in enumerate(onsets):
+        audio[onset - 800 : onset + 1_760] = 0.0  # the harness's quiet around a mark
+        burst = mark_burst(rate, number)
+        audio[onset : onset + burst.size] = burst
+    searches = []
+    monkeypatch.setattr(stamps, "find_marks", lambda x, r: searches.append(x.size) or find_marks(x, r))
+    listener = MarkListener(rate)
+    for start in range(0, audio.size, 320):
+        listener.feed(audio[start : start + 320], start)
+    assert [mark_id for _, mark_id in listener.marks] == [n % 8 for n in range(len(onsets))]
+    assert all(abs(a - b) <= 16 for (a, _), b in zip(listener.marks, onsets, strict=True))
+    assert len(onsets) <= len(searches) < 2 * len(onsets)  # a few for speech; not one per piece
+
+
 def test_the_listener_keeps_only_the_latest_marks(monkeypatch: pytest.MonkeyPatch) -> None:
     """A call of hours hears thousands of marks; what is kept stays bounded (the newest)."""
     monkeypatch.setattr(stamps, "MARKS_KEPT", 2)
