@@ -107,8 +107,9 @@ class MarkListener:
 
     Keeps the last few hundred milliseconds; a mark counts once its whole burst is in (so its onset
     is exact). The full search runs once after a piece sounds tonal, when the burst that piece may
-    open has had time to end: it costs milliseconds on the server's event loop for every talker, and
-    searching again with each later piece made it a fifth of that loop's time with two talkers.
+    open has had time to end: it costs milliseconds on the server's event loop for every talker,
+    and running it with every piece while a tone lasts took a fifth of that loop's time with two
+    talkers (docs/latency-harness.md).
     """
 
     def __init__(self, rate: int, keep_seconds: float = 0.25) -> None:
@@ -123,7 +124,7 @@ class MarkListener:
 
     def feed(self, pcm: np.ndarray, pts: int) -> None:
         if pts != self._start + self._buffer.size:  # a gap: what came before is no longer adjacent
-            self._buffer, self._start = np.zeros(0, np.float32), pts
+            self._buffer, self._start, self._search_at = np.zeros(0, np.float32), pts, None
         self._buffer = np.concatenate([self._buffer, pcm.astype(np.float32)])
         end = self._start + self._buffer.size
         if self._search_at is None and pcm.size and _sounds_tonal(pcm, self.rate):

@@ -5,10 +5,10 @@ speech as their microphones, looped) and `viewers` receive-only peers spread ove
 and every `sample_s` seconds records what leaks and drifts show in: the server's resident memory,
 open files, threads, event-loop tasks and CPU time (its /metrics), the machine's CPU use and the
 time its host stole from it (/proc/stat: a shared virtual machine slows down with nothing here to
-show for it), and for every peer the frames received
-in the window and the received A/V offset (the picture of each audio mark against the mark in the
-returned audio, both on this process's clock). What was received is dropped after each window, so
-the harness itself stays flat however long it runs.
+show for it), and for every peer the frames received in the window and the received A/V offset
+(the picture of each audio mark against the mark in the returned audio, both on this process's
+clock). What was received is dropped after each window, so the harness itself stays flat however
+long it runs.
 
 The summary fits slopes after a warm-up (the first `warm_up_s`): memory in MB per 10 minutes with
 the slope's 95 % margin, and for files, threads and tasks their growth; the A/V offset of each

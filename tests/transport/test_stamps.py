@@ -177,6 +177,18 @@ def test_the_listener_searches_once_a_mark_in_speech(monkeypatch: pytest.MonkeyP
     assert len(onsets) <= len(searches) < 2 * len(onsets)  # a few for speech; not one per piece
 
 
+def test_a_search_pending_when_the_audio_jumps_does_not_hold_back_the_next_mark() -> None:
+    rate = 16_000
+    listener = MarkListener(rate)
+    burst = mark_burst(rate, 3)
+    listener.feed(burst[:320], 500_000)  # a tone, then the audio jumps back (a restarted talker)
+    audio = np.zeros(rate, np.float32)
+    audio[4_000 : 4_000 + burst.size] = burst
+    for start in range(0, audio.size, 320):
+        listener.feed(audio[start : start + 320], start)
+    assert [(abs(at - 4_000) <= 16, mark_id) for at, mark_id in listener.marks] == [(True, 3)]
+
+
 def test_the_listener_keeps_only_the_latest_marks(monkeypatch: pytest.MonkeyPatch) -> None:
     """A call of hours hears thousands of marks; what is kept stays bounded (the newest)."""
     monkeypatch.setattr(stamps, "MARKS_KEPT", 2)
