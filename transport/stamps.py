@@ -127,14 +127,16 @@ class MarkListener:
             self._buffer, self._start, self._search_at = np.zeros(0, np.float32), pts, None
         self._buffer = np.concatenate([self._buffer, pcm.astype(np.float32)])
         end = self._start + self._buffer.size
+        if self._search_at is not None and end >= self._search_at:
+            self._search_at = None
+            self._search()
+        # After the search: a burst it found incomplete (one that began while a search was pending,
+        # after a tonal piece of speech) sounds in this very piece, which arms the next search.
         if self._search_at is None and pcm.size and _sounds_tonal(pcm, self.rate):
             # A burst that this piece opens (or the one before it, too briefly to sound tonal) ends
             # within MARK_SECONDS of it, and _search counts it 20 ms after that; the kept audio
             # (`keep_seconds`) still holds its start then.
             self._search_at = end + round((MARK_SECONDS + 0.07) * self.rate)
-        if self._search_at is not None and end >= self._search_at:
-            self._search_at = None
-            self._search()
         drop = max(0, self._buffer.size - self._keep)
         self._buffer, self._start = self._buffer[drop:], self._start + drop
 

@@ -189,6 +189,20 @@ def test_a_search_pending_when_the_audio_jumps_does_not_hold_back_the_next_mark(
     assert [(abs(at - 4_000) <= 16, mark_id) for at, mark_id in listener.marks] == [(True, 3)]
 
 
+def test_a_mark_that_begins_while_a_search_is_pending_is_still_found() -> None:
+    """A piece of speech that sounds tonal arms a search; a mark whose burst is still sounding when
+    that search runs must be searched for again."""
+    rate = 16_000
+    audio = np.zeros(rate, np.float32)
+    audio[:320] = mark_burst(rate, 0)[:320]  # 20 ms of tone: the search runs at sample 2,400
+    burst = mark_burst(rate, 5)
+    audio[1_440 : 1_440 + burst.size] = burst  # its last 20 ms sound in the search's piece
+    listener = MarkListener(rate)
+    for start in range(0, audio.size, 320):
+        listener.feed(audio[start : start + 320], start)
+    assert [(abs(at - 1_440) <= 16, mark_id) for at, mark_id in listener.marks] == [(True, 5)]
+
+
 def test_the_listener_keeps_only_the_latest_marks(monkeypatch: pytest.MonkeyPatch) -> None:
     """A call of hours hears thousands of marks; what is kept stays bounded (the newest)."""
     monkeypatch.setattr(stamps, "MARKS_KEPT", 2)
